@@ -1,0 +1,6 @@
+//! Lambda function `get-project`: serves one route of the bundle.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    jit_guard::run(jit_guard::Action::GetProject).await
+}

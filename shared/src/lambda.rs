@@ -1,0 +1,96 @@
+//! Init and the Lambda event loop: what every function's `main` calls.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use lambda_http::service_fn;
+
+use crate::config::{Config, ConfigError, TokenSource};
+use crate::operations::App;
+use crate::policy::{Action, Guard, PolicyLoadError};
+use crate::supabase::{ClientSettings, SupabaseClient};
+use crate::token::{AwsSecretStore, TokenProvider};
+
+/// Why a function could not start. Init stops, so no request is served.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid policies: {0}")]
+    Policy(#[from] PolicyLoadError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// Sets up JSON logs on stdout. The level comes from `JIT_GUARD_LOG_LEVEL`,
+/// else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
+pub fn init_tracing() {
+    let level = std::env::var("JIT_GUARD_LOG_LEVEL")
+        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
+        .unwrap_or_else(|_| "info".to_owned())
+        .to_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// Builds the application from the environment: configuration, policies, token source and client.
+pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
+    let started = Instant::now();
+    let config = Config::from_env()?;
+    let config_us = started.elapsed().as_micros() as u64;
+
+    let policy_started = Instant::now();
+    let guard = match &config.policy_dir {
+        Some(directory) => Guard::from_directory(directory)?,
+        None => Guard::from_defaults()?,
+    };
+    let policy_us = policy_started.elapsed().as_micros() as u64;
+
+    let tokens = match &config.token_source {
+        TokenSource::SecretsManager { secret_id } => {
+            TokenProvider::secret(secret_id.clone(), Box::new(AwsSecretStore::from_environment().await))
+        }
+        TokenSource::Environment(token) => {
+            tracing::warn!("the Supabase access token comes from SUPABASE_ACCESS_TOKEN; use SUPABASE_TOKEN_SECRET_ID outside local runs");
+            TokenProvider::Environment(token.clone())
+        }
+    };
+    let settings = ClientSettings {
+        base_url: config.supabase_api_url.clone(),
+        connect_timeout: config.connect_timeout,
+        request_timeout: config.request_timeout,
+    };
+    let supabase = SupabaseClient::new(&settings, tokens)?;
+
+    tracing::info!(
+        config_us,
+        policy_us,
+        init_us = started.elapsed().as_micros() as u64,
+        policies = guard.policy_count(),
+        supabase_api_url = %config.supabase_api_url,
+        "init complete"
+    );
+    Ok(App::new(guard, supabase))
+}
+
+/// Runs the function for `action` until the Lambda runtime stops it.
+pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let app = match build_app().await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(action = %action, error = %error, "init failed");
+            return Err(error.into());
+        }
+    };
+    // The app lives as long as the process, so a leaked reference spares an Arc per call.
+    let app: &'static App<SupabaseClient> = Box::leak(Box::new(app));
+    lambda_http::run(service_fn(move |request| async move { Ok::<_, Infallible>(app.handle(action, request).await) })).await
+}

@@ -1,0 +1,31 @@
+//! Supabase JIT Guard: the library every Lambda function of the bundle uses.
+//!
+//! A function validates its request, asks the Cedar guardrails for a
+//! decision, and only then calls the Supabase Management API with a token read
+//! from AWS Secrets Manager.
+//!
+//! # Layout
+//! - [`config`]: environment settings, read once at init.
+//! - [`request`]: path parameters, body and caller from a Lambda event.
+//! - [`validate`]: validated ids, roles, networks, expiry and request bodies.
+//! - [`json`]: JSON parsing that rejects duplicate keys.
+//! - [`policy`]: the Cedar schema and policies, and decisions.
+//! - [`token`]: the access token from Secrets Manager, cached and refreshed.
+//! - [`supabase`]: the Management API port and its reqwest adapter.
+//! - [`operations`]: the seven operations as steps.
+//! - [`error`]: the request error type and its one mapping to problem+json.
+//! - [`lambda`]: init and the Lambda event loop.
+
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod lambda;
+pub mod operations;
+pub mod policy;
+pub mod request;
+pub mod supabase;
+pub mod token;
+pub mod validate;
+
+pub use lambda::run;
+pub use policy::Action;

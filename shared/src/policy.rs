@@ -1,0 +1,387 @@
+//! Cedar guardrails: the policy set, strictly validated at init, and the
+//! decision for one request.
+//!
+//! The default schema and policies under `policies/` are compiled into every
+//! binary. `JIT_GUARD_POLICY_DIR` points at another folder holding
+//! `schema.cedarschema` and `policies.cedar`, for local runs and tests.
+//! Any error loading or validating them stops init, so no call goes out
+//! under policies that were never checked.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicyId, PolicySet, Request, Schema,
+    ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Default schema, compiled in.
+const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+/// Default policies, compiled in.
+const DEFAULT_POLICIES: &str = include_str!("../../policies/policies.cedar");
+
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+pub const POLICIES_FILE: &str = "policies.cedar";
+
+/// The operations of the bundle, one Cedar action each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    ListOrganizationMembers,
+    ListProjects,
+    GetProject,
+    ListJitAccess,
+    RevokeJitAccess,
+    AuthorizeJitAccess,
+    UpdateJitAccess,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::ListOrganizationMembers,
+        Action::ListProjects,
+        Action::GetProject,
+        Action::ListJitAccess,
+        Action::RevokeJitAccess,
+        Action::AuthorizeJitAccess,
+        Action::UpdateJitAccess,
+    ];
+
+    /// The action's id in the Cedar schema.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::ListOrganizationMembers => "ListOrganizationMembers",
+            Action::ListProjects => "ListProjects",
+            Action::GetProject => "GetProject",
+            Action::ListJitAccess => "ListJitAccess",
+            Action::RevokeJitAccess => "RevokeJitAccess",
+            Action::AuthorizeJitAccess => "AuthorizeJitAccess",
+            Action::UpdateJitAccess => "UpdateJitAccess",
+        }
+    }
+
+    fn uid(self) -> EntityUid {
+        entity_uid("Action", self.name())
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// The resource of a decision, as a Cedar entity of the `JitGuard` namespace.
+#[derive(Debug, Clone, Copy)]
+pub enum Resource<'a> {
+    /// The Supabase account behind the access token.
+    Account,
+    Organization(&'a str),
+    Project(&'a str),
+}
+
+impl Resource<'_> {
+    fn uid(&self) -> EntityUid {
+        match self {
+            Resource::Account => entity_uid("Account", "current"),
+            Resource::Organization(slug) => entity_uid("Organization", slug),
+            Resource::Project(project_ref) => entity_uid("Project", project_ref),
+        }
+    }
+}
+
+fn entity_uid(type_name: &str, id: &str) -> EntityUid {
+    let type_name = cedar_policy::EntityTypeName::from_str(&format!("JitGuard::{type_name}"))
+        .expect("entity type names of the JitGuard namespace are valid Cedar names");
+    EntityUid::from_type_name_and_id(type_name, cedar_policy::EntityId::new(id))
+}
+
+/// The outcome of one Cedar decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the policies that decided: the permits for an allow, the forbids for a deny.
+    pub policy_ids: Vec<String>,
+    /// The `@reason` annotations of those policies, in the same order.
+    pub reasons: Vec<String>,
+}
+
+/// One denied part of a request, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    pub policy_ids: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+/// Why the policies could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    #[error("cannot read {path}: {source}; set JIT_GUARD_POLICY_DIR to a folder holding {SCHEMA_FILE} and {POLICIES_FILE}")]
+    Read { path: String, source: std::io::Error },
+
+    #[error("{file}:{line}: {message}")]
+    Invalid { file: String, line: usize, message: String },
+}
+
+/// The loaded policy set with its schema, ready to decide requests.
+pub struct Guard {
+    policies: PolicySet,
+    schema: Schema,
+    action_entities: Entities,
+    authorizer: Authorizer,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("Guard").field("policies", &self.policies.policies().count()).finish()
+    }
+}
+
+impl Guard {
+    /// Loads the compiled-in default schema and policies.
+    pub fn from_defaults() -> Result<Self, PolicyLoadError> {
+        Self::from_sources(
+            &format!("policies/{SCHEMA_FILE}"),
+            DEFAULT_SCHEMA,
+            &format!("policies/{POLICIES_FILE}"),
+            DEFAULT_POLICIES,
+        )
+    }
+
+    /// Loads `schema.cedarschema` and `policies.cedar` from `directory`.
+    pub fn from_directory(directory: &Path) -> Result<Self, PolicyLoadError> {
+        let read = |name: &str| {
+            let path = directory.join(name);
+            std::fs::read_to_string(&path)
+                .map(|text| (path.display().to_string(), text))
+                .map_err(|source| PolicyLoadError::Read { path: path.display().to_string(), source })
+        };
+        let (schema_path, schema_text) = read(SCHEMA_FILE)?;
+        let (policies_path, policies_text) = read(POLICIES_FILE)?;
+        Self::from_sources(&schema_path, &schema_text, &policies_path, &policies_text)
+    }
+
+    /// Parses and strictly validates a schema and a policy set; each policy's
+    /// `@id` annotation becomes its policy id.
+    pub fn from_sources(
+        schema_file: &str,
+        schema_text: &str,
+        policies_file: &str,
+        policies_text: &str,
+    ) -> Result<Self, PolicyLoadError> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
+            .map_err(|error| invalid(schema_file, schema_text, &error))?;
+
+        let parsed = PolicySet::from_str(policies_text).map_err(|error| invalid(policies_file, policies_text, &error))?;
+        if parsed.templates().next().is_some() {
+            return Err(PolicyLoadError::Invalid {
+                file: policies_file.to_owned(),
+                line: 1,
+                message: "policy templates are not supported; write static policies".to_owned(),
+            });
+        }
+
+        let mut policies = PolicySet::new();
+        for (index, policy) in parsed.policies().enumerate() {
+            let Some(id) = policy.annotation("id") else {
+                return Err(PolicyLoadError::Invalid {
+                    file: policies_file.to_owned(),
+                    line: 1,
+                    message: format!(
+                        "policy number {} has no @id(\"...\") annotation; give every policy a unique id",
+                        index + 1
+                    ),
+                });
+            };
+            policies.add(policy.new_id(PolicyId::new(id))).map_err(|_| {
+                let annotation = format!("@id(\"{id}\")");
+                let second = policies_text.match_indices(&annotation).nth(1).map_or(0, |(offset, _)| offset);
+                PolicyLoadError::Invalid {
+                    file: policies_file.to_owned(),
+                    line: line_of(policies_text, second),
+                    message: format!("the policy id {id:?} is used twice; give every policy a unique @id"),
+                }
+            })?;
+        }
+
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if let Some(error) = validation.validation_errors().next() {
+            return Err(invalid(policies_file, policies_text, error));
+        }
+
+        let action_entities = schema.action_entities().map_err(|error| PolicyLoadError::Invalid {
+            file: schema_file.to_owned(),
+            line: 1,
+            message: error.to_string(),
+        })?;
+        Ok(Self { policies, schema, action_entities, authorizer: Authorizer::new() })
+    }
+
+    /// Number of policies in the set.
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// Decides one request. A request that cannot be built or a policy that
+    /// fails to evaluate is a deny: the guard fails closed.
+    pub fn decide(&self, caller: &str, action: Action, resource: Resource<'_>, context: Value) -> Decision {
+        let action_uid = action.uid();
+        let request = Context::from_json_value(context, Some((&self.schema, &action_uid)))
+            .map_err(|error| error.to_string())
+            .and_then(|context| {
+                Request::new(entity_uid("Caller", caller), action_uid.clone(), resource.uid(), context, Some(&self.schema))
+                    .map_err(|error| error.to_string())
+            });
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(action = %action, error = %error, "policy request does not match the schema");
+                return Decision { allowed: false, policy_ids: Vec::new(), reasons: Vec::new() };
+            }
+        };
+
+        let response = self.authorizer.is_authorized(&request, &self.policies, &self.action_entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        let policy_ids: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        if !errors.is_empty() {
+            tracing::error!(action = %action, errors = ?errors, "policy evaluation failed, denying");
+            return Decision { allowed: false, policy_ids, reasons: vec!["a policy failed to evaluate".to_owned()] };
+        }
+
+        let reasons = response
+            .diagnostics()
+            .reason()
+            .map(|id| self.policies.annotation(id, "reason").unwrap_or("no @reason annotation").to_owned())
+            .collect();
+        Decision { allowed: response.decision() == CedarDecision::Allow, policy_ids, reasons }
+    }
+}
+
+fn invalid<E: Diagnostic + fmt::Display + ?Sized>(file: &str, text: &str, error: &E) -> PolicyLoadError {
+    let offset = first_label_offset(error);
+    let mut message = error.to_string();
+    if let Some(help) = error.help() {
+        message.push_str("; ");
+        message.push_str(&help.to_string());
+    }
+    PolicyLoadError::Invalid { file: file.to_owned(), line: line_of(text, offset.unwrap_or(0)), message }
+}
+
+/// Finds the first source label of a diagnostic, looking into related diagnostics too.
+fn first_label_offset<E: Diagnostic + ?Sized>(error: &E) -> Option<usize> {
+    if let Some(offset) = error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset()) {
+        return Some(offset);
+    }
+    error.related().and_then(|mut related| related.find_map(|inner| first_label_offset(inner)))
+}
+
+/// Line number (1-based) of a byte offset in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&byte| byte == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn guard() -> Guard {
+        Guard::from_defaults().unwrap()
+    }
+
+    fn ip(text: &str) -> Value {
+        json!({ "__extn": { "fn": "ip", "arg": text } })
+    }
+
+    fn datetime(text: &str) -> Value {
+        json!({ "__extn": { "fn": "datetime", "arg": text } })
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        assert_eq!(guard().policy_count(), 8);
+    }
+
+    #[test]
+    fn reads_are_allowed() {
+        let decision = guard().decide("arn:aws:iam::1:user/a", Action::GetProject, Resource::Project("x"), json!({}));
+        assert!(decision.allowed);
+        assert_eq!(decision.policy_ids, vec!["allow-read-and-revoke"]);
+    }
+
+    #[test]
+    fn superuser_check_is_denied() {
+        let context = json!({
+            "role": "postgres", "network": ip("10.0.0.1/32"), "network_prefix_length": 32,
+            "now": datetime("2026-12-04T12:00:00Z"),
+        });
+        let decision = guard().decide("anonymous", Action::AuthorizeJitAccess, Resource::Project("x"), context);
+        assert!(!decision.allowed);
+        let mut ids = decision.policy_ids.clone();
+        ids.sort();
+        assert_eq!(ids, vec!["deny-superuser-roles", "roles-allow-list"]);
+    }
+
+    #[test]
+    fn expiry_cap_is_inclusive() {
+        let decide = |expires_at: &str| {
+            let context = json!({
+                "user_id": "u", "role": "jit_readonly", "network": ip("10.1.0.0/16"),
+                "network_prefix_length": 16, "expires_at": datetime(expires_at),
+                "now": datetime("2026-12-04T12:00:00Z"), "branches_only": false,
+            });
+            guard().decide("anonymous", Action::UpdateJitAccess, Resource::Project("x"), context)
+        };
+        assert!(decide("2026-12-04T20:00:00Z").allowed);
+        let over = decide("2026-12-04T20:00:01Z");
+        assert!(!over.allowed);
+        assert_eq!(over.policy_ids, vec!["expiry-at-most-8-hours"]);
+    }
+
+    #[test]
+    fn context_not_matching_schema_denies() {
+        let decision = guard().decide("anonymous", Action::UpdateJitAccess, Resource::Project("x"), json!({"role": 1}));
+        assert!(!decision.allowed);
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let policies = "@id(\"a\")\npermit (principal, action, resource);\n\n@id(\"b\")\nforbid (principal action, resource);\n";
+        let error = Guard::from_sources("schema.cedarschema", DEFAULT_SCHEMA, "broken.cedar", policies).unwrap_err();
+        let PolicyLoadError::Invalid { file, line, .. } = error else { panic!("unexpected {error:?}") };
+        assert_eq!(file, "broken.cedar");
+        assert_eq!(line, 5);
+    }
+
+    #[test]
+    fn strict_validation_rejects_unknown_attribute() {
+        let policies = "@id(\"a\")\npermit (principal, action == JitGuard::Action::\"GetProject\", resource)\nwhen { context.nope };\n";
+        let error = Guard::from_sources("schema.cedarschema", DEFAULT_SCHEMA, "p.cedar", policies).unwrap_err();
+        let PolicyLoadError::Invalid { line, message, .. } = error else { panic!("unexpected {error:?}") };
+        assert_eq!(line, 3);
+        assert!(message.contains("nope"), "{message}");
+    }
+
+    #[test]
+    fn policy_without_id_is_rejected() {
+        let policies = "permit (principal, action, resource);\n";
+        let error = Guard::from_sources("schema.cedarschema", DEFAULT_SCHEMA, "p.cedar", policies).unwrap_err();
+        assert!(error.to_string().contains("@id"));
+    }
+
+    #[test]
+    fn duplicate_policy_id_is_rejected() {
+        let policies = "@id(\"a\")\npermit (principal, action, resource);\n@id(\"a\")\npermit (principal, action, resource);\n";
+        let error = Guard::from_sources("schema.cedarschema", DEFAULT_SCHEMA, "p.cedar", policies).unwrap_err();
+        assert!(error.to_string().starts_with("p.cedar:3:"), "{error}");
+        assert!(error.to_string().contains("used twice"));
+    }
+}
