@@ -232,11 +232,14 @@ impl Guard {
     /// Decides one request. A request that cannot be built or a policy that
     /// fails to evaluate is a deny: the guard fails closed.
     pub fn decide(&self, caller: &str, action: Action, resource: Resource<'_>, context: Value) -> Decision {
-        let action_uid = action.uid();
-        let request = Context::from_json_value(context, Some((&self.schema, &action_uid)))
+        self.decide_uids(entity_uid("Caller", caller), action.uid(), resource.uid(), context)
+    }
+
+    fn decide_uids(&self, principal: EntityUid, action: EntityUid, resource: EntityUid, context: Value) -> Decision {
+        let request = Context::from_json_value(context, Some((&self.schema, &action)))
             .map_err(|error| error.to_string())
             .and_then(|context| {
-                Request::new(entity_uid("Caller", caller), action_uid.clone(), resource.uid(), context, Some(&self.schema))
+                Request::new(principal, action.clone(), resource, context, Some(&self.schema))
                     .map_err(|error| error.to_string())
             });
         let request = match request {
@@ -383,5 +386,28 @@ mod tests {
         let error = Guard::from_sources("schema.cedarschema", DEFAULT_SCHEMA, "p.cedar", policies).unwrap_err();
         assert!(error.to_string().starts_with("p.cedar:3:"), "{error}");
         assert!(error.to_string().contains("used twice"));
+    }
+
+    /// Runs the decision cases of `policies/tests.json`, the file the Cedar CLI's
+    /// `run-tests` also reads, through the same guard the functions use.
+    #[test]
+    fn decision_cases_match_expectations() {
+        let cases: Vec<Value> =
+            serde_json::from_str(include_str!("../../policies/tests.json")).expect("policies/tests.json is JSON");
+        assert!(cases.len() >= 20, "expected at least 20 decision cases");
+        let guard = guard();
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let request = &case["request"];
+            let uid = |key: &str| EntityUid::from_str(request[key].as_str().unwrap()).unwrap();
+            let decision = guard.decide_uids(uid("principal"), uid("action"), uid("resource"), request["context"].clone());
+            assert_eq!(decision.allowed, case["decision"] == "allow", "decision of case {name:?}");
+            let mut expected: Vec<String> =
+                case["reason"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect();
+            expected.sort();
+            let mut actual = decision.policy_ids.clone();
+            actual.sort();
+            assert_eq!(actual, expected, "policy ids of case {name:?}");
+        }
     }
 }
