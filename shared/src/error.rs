@@ -47,8 +47,9 @@ pub enum Error {
     #[error("access denied by policy")]
     PolicyDenied { action: &'static str, denials: Vec<Denial> },
 
-    #[error("policy evaluation failed")]
-    PolicyEvaluation { action: &'static str },
+    /// Supabase answered that the token's user may not assume the role from the remote host.
+    #[error("Supabase did not grant JIT access")]
+    JitAccessNotGranted,
 
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -65,7 +66,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RouteNotFound { .. } => "route_not_found",
             Error::PolicyDenied { .. } => "policy_denied",
-            Error::PolicyEvaluation { .. } => "policy_evaluation_failed",
+            Error::JitAccessNotGranted => "jit_access_not_granted",
             Error::Upstream(upstream) => upstream.code(),
             Error::Token(_) => "token_unavailable",
         }
@@ -77,7 +78,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => 413,
             Error::RouteNotFound { .. } => 404,
             Error::PolicyDenied { .. } => 403,
-            Error::PolicyEvaluation { .. } => 500,
+            Error::JitAccessNotGranted => 403,
             Error::Upstream(upstream) => upstream.status(),
             Error::Token(_) => 503,
         }
@@ -89,7 +90,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "Request body too large",
             Error::RouteNotFound { .. } => "Route not found",
             Error::PolicyDenied { .. } => "Denied by policy",
-            Error::PolicyEvaluation { .. } => "Policy evaluation failed",
+            Error::JitAccessNotGranted => "JIT access not granted",
             Error::Upstream(upstream) => upstream.title(),
             Error::Token(_) => "Supabase access token unavailable",
         }
@@ -110,8 +111,8 @@ impl Error {
             Error::PolicyDenied { action, .. } => {
                 format!("The guardrail policies deny {action} for this request; see `denials` for each reason.")
             }
-            Error::PolicyEvaluation { action } => {
-                format!("A policy could not be evaluated for {action}, so the request was denied. Check the policies.")
+            Error::JitAccessNotGranted => {
+                "Supabase has no current JIT mapping that lets the token's user assume this role from this remote host.".to_owned()
             }
             Error::Upstream(upstream) => upstream.detail(),
             Error::Token(error) => error.detail(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, FieldError};
 use crate::policy::{Action, Decision, Denial, Guard, Resource};
 use crate::request::{Call, Route, read_call};
-use crate::supabase::{ManagementApi, UpstreamResponse};
+use crate::supabase::{ManagementApi, UpstreamError, UpstreamResponse};
 use crate::validate::{
     OrganizationSlug, ProjectRef, UserId, parse_authorize_body, parse_update_body,
 };
@@ -159,7 +159,11 @@ impl<M: ManagementApi> App<M> {
         });
         self.require_allow(call, Action::AuthorizeJitAccess, Resource::Project(project_ref.as_str()), context)?;
 
-        let response = self.supabase.authorize_jit_access(&project_ref, &request).await?;
+        // For this route a 403 is Supabase's answer to the check, not a token problem.
+        let response = match self.supabase.authorize_jit_access(&project_ref, &request).await {
+            Err(UpstreamError::Forbidden) => return Err(Error::JitAccessNotGranted),
+            result => result?,
+        };
         Ok(json_response(response))
     }
 
@@ -287,7 +291,6 @@ fn json_response(response: UpstreamResponse) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supabase::UpstreamError;
     use crate::validate::{AuthorizeJitAccess, UpdateJitAccess};
     use std::sync::Mutex;
 

@@ -123,18 +123,21 @@ pub fn match_template(template: &str, path: &str) -> Option<HashMap<String, Stri
     Some(parameters)
 }
 
-/// Derives the caller from the request context: an IAM ARN first, then an
-/// authorizer's principal, a JWT subject, an API key id, else `anonymous`.
+/// Derives the caller from the request context: an IAM ARN first, then a
+/// Lambda authorizer's principal, a JWT subject, an API key id, else `anonymous`.
 fn caller_and_request_id(context: Option<&RequestContext>) -> (Caller, Option<String>) {
     let mut caller = None;
     let mut request_id = None;
     match context {
         Some(RequestContext::ApiGatewayV1(context)) => {
             request_id = context.request_id.clone();
-            let authorizer_principal =
-                context.authorizer.other.get("principalId").and_then(|value| value.as_str()).map(str::to_owned);
+            let authorizer = &context.authorizer.other;
+            let authorizer_principal = authorizer.get("principalId").and_then(|value| value.as_str());
+            // A Cognito user pool authorizer puts the token's claims under `claims`.
+            let jwt_subject = authorizer.get("claims").and_then(|claims| claims.get("sub")).and_then(|sub| sub.as_str());
             caller = non_empty(context.identity.user_arn.clone())
                 .or_else(|| authorizer_principal.map(|principal| format!("authorizer:{principal}")))
+                .or_else(|| jwt_subject.map(|subject| format!("jwt:{subject}")))
                 .or_else(|| non_empty(context.identity.api_key_id.clone()).map(|key| format!("api-key:{key}")));
         }
         Some(RequestContext::ApiGatewayV2(context)) => {

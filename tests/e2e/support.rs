@@ -1,0 +1,214 @@
+//! The end-to-end harness: moto server holding the token secret, the
+//! Supabase stand-in, and function binaries under the local Runtime API.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use jit_guard_tests::events::{self, Caller, EventSpec};
+use jit_guard_tests::moto::MotoServer;
+use jit_guard_tests::runtime_api::{FunctionProcess, Outcome, function_binary};
+use jit_guard_tests::stand_in::StandIn;
+use serde_json::Value;
+
+/// The access token the stand-in accepts; tests check it never leaks.
+pub const TOKEN: &str = "sbp_e2e7c41d09a3f5b82e6d1c0f9a8b7e6d5c4b3a291f";
+pub const SECRET_NAME: &str = "jit-guard/supabase-token";
+pub const PROJECT: &str = "abcdefghijklmnopqrst";
+pub const UNKNOWN_PROJECT: &str = "qqqqqqqqqqqqqqqqqqqq";
+pub const ORGANIZATION: &str = "acme-security";
+/// Seeded organization members: alice owns the token, bob and carol hold or receive grants.
+pub const BOB: &str = "22222222-2222-4222-8222-222222222222";
+pub const CAROL: &str = "33333333-3333-4333-8333-333333333333";
+pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:role/persona-workflows";
+
+pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every binary of the bundle.
+pub const FUNCTIONS: [&str; 7] = [
+    "list-organization-members",
+    "list-projects",
+    "get-project",
+    "authorize-jit-access",
+    "update-jit-access",
+    "list-jit-access",
+    "revoke-jit-access",
+];
+
+/// An HTTP response as the function returned it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body_text: String,
+    pub body: Value,
+}
+
+impl HttpResponse {
+    /// Field names of a problem response's `errors` list.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| errors.iter().filter_map(|error| error["field"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Harness {
+    pub moto: MotoServer,
+    pub stand_in: StandIn,
+    pub secret_arn: String,
+    functions: Vec<FunctionProcess>,
+    /// Every response body seen, for the token leak check.
+    responses: std::sync::Mutex<Vec<String>>,
+}
+
+impl Harness {
+    /// Starts moto with the token secret and the stand-in accepting the token.
+    pub async fn start() -> Harness {
+        let moto = MotoServer::start().await;
+        let secret_arn = moto.create_secret(SECRET_NAME, &format!("{{\"access_token\":\"{TOKEN}\"}}")).await;
+        let stand_in = StandIn::start(TOKEN).await;
+        Harness { moto, stand_in, secret_arn, functions: Vec::new(), responses: Default::default() }
+    }
+
+    /// The environment a deployed function would have, pointed at the local stand-ins.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.aws_env();
+        env.push(("SUPABASE_API_URL".into(), self.stand_in.url()));
+        env.push(("SUPABASE_TOKEN_SECRET_ID".into(), self.secret_arn.clone()));
+        env.push(("JIT_GUARD_LOG_LEVEL".into(), "debug".into()));
+        env
+    }
+
+    /// Spawns the named function binary with the harness environment plus `extra`.
+    pub async fn spawn(&mut self, name: &str, extra: &[(&str, &str)]) -> usize {
+        let mut env = self.function_env();
+        env.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+        let process = FunctionProcess::spawn(&function_binary(name), &env)
+            .await
+            .unwrap_or_else(|error| panic!("spawning {name} failed: {error}"));
+        self.functions.push(process);
+        self.functions.len() - 1
+    }
+
+    pub fn process(&self, handle: usize) -> &FunctionProcess {
+        &self.functions[handle]
+    }
+
+    /// Invokes a function with a raw event and returns its outcome.
+    pub async fn invoke_raw(&self, handle: usize, event: Value) -> Outcome {
+        self.functions[handle].invoke(event, INVOKE_TIMEOUT).await.outcome
+    }
+
+    /// Invokes a function with an event and decodes its HTTP response.
+    pub async fn invoke(&self, handle: usize, event: Value) -> HttpResponse {
+        let outcome = self.invoke_raw(handle, event).await;
+        let Outcome::Response(response) = outcome else {
+            let logs = self.functions[handle].log_lines().join("\n");
+            panic!("expected an HTTP response, got {outcome:?}; function log:\n{logs}");
+        };
+        let response = decode_response(&response);
+        self.responses.lock().unwrap().push(response.body_text.clone());
+        response
+    }
+
+    /// Every line the functions started so far have printed.
+    pub fn function_logs(&self) -> Vec<String> {
+        self.functions.iter().flat_map(FunctionProcess::log_lines).collect()
+    }
+
+    /// Fails when the token appears in any function log line, response or stand-in record.
+    pub fn assert_token_never_leaked(&self) {
+        for line in self.function_logs() {
+            assert!(!line.contains(TOKEN), "a function log line contains the token: {line}");
+        }
+        for body in self.responses.lock().unwrap().iter() {
+            assert!(!body.contains(TOKEN), "a response contains the token: {body}");
+        }
+    }
+
+    /// The log lines of access decisions, parsed.
+    pub fn decision_logs(&self) -> Vec<Value> {
+        self.function_logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|record| record["fields"]["message"] == "access decision")
+            .map(|record| record["fields"].clone())
+            .collect()
+    }
+}
+
+fn decode_response(response: &Value) -> HttpResponse {
+    let status = response["statusCode"].as_u64().expect("response has a statusCode") as u16;
+    // REST (v1) responses carry their headers under multiValueHeaders, HTTP API (v2) under headers.
+    let mut headers = HashMap::new();
+    if let Some(multi) = response["multiValueHeaders"].as_object() {
+        for (name, values) in multi {
+            let first = values.as_array().and_then(|values| values.first()).and_then(Value::as_str);
+            headers.insert(name.to_lowercase(), first.unwrap_or_default().to_owned());
+        }
+    }
+    if let Some(single) = response["headers"].as_object() {
+        for (name, value) in single {
+            headers.insert(name.to_lowercase(), value.as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let raw = response["body"].as_str().unwrap_or_default();
+    let body_text = if response["isBase64Encoded"] == true {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).expect("base64 body");
+        String::from_utf8(bytes).expect("UTF-8 body")
+    } else {
+        raw.to_owned()
+    };
+    let body = serde_json::from_str(&body_text).unwrap_or(Value::Null);
+    HttpResponse { status, headers, body_text, body }
+}
+
+/// A REST API (v1) event from the workflow's IAM role, with path parameters.
+pub fn rest_event(method: &'static str, path: &str, parameters: &[(&str, &str)], body: Option<&str>) -> Value {
+    let mut spec = EventSpec::new(method, path).caller(Caller::IamUser(CALLER_ARN.into()));
+    for (name, value) in parameters {
+        spec = spec.path_parameter(name, value);
+    }
+    if let Some(body) = body {
+        spec = spec.body(body).header("content-type", "application/json");
+    }
+    events::rest_v1(&spec)
+}
+
+/// A function URL event: no path parameters, so the function matches the raw path.
+pub fn url_event(method: &'static str, path: &str, body: Option<&str>) -> Value {
+    let mut spec = EventSpec::new(method, path).caller(Caller::IamUser(CALLER_ARN.into()));
+    if let Some(body) = body {
+        spec = spec.body(body).header("content-type", "application/json");
+    }
+    events::function_url(&spec)
+}
+
+/// Unix seconds `hours` from now.
+pub fn hours_from_now(hours: i64) -> i64 {
+    chrono::Utc::now().timestamp() + hours * 3600
+}
+
+/// An update body granting one role with one network.
+pub fn update_body(user_id: &str, role: &str, expires_at: Option<i64>, network_key: &str, cidr: &str) -> String {
+    let mut entry = serde_json::json!({
+        "role": role,
+        "allowed_networks": { network_key: [{ "cidr": cidr }] },
+    });
+    if let Some(expires_at) = expires_at {
+        entry["expires_at"] = expires_at.into();
+    }
+    serde_json::json!({ "user_id": user_id, "roles": [entry] }).to_string()
+}
+
+/// A folder with the default schema and the given policies, for `JIT_GUARD_POLICY_DIR`.
+pub fn policy_dir(policies: &str) -> tempfile::TempDir {
+    let directory = tempfile::tempdir().expect("temporary folder");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/schema.cedarschema");
+    std::fs::copy(&schema, directory.path().join("schema.cedarschema")).expect("copy the schema");
+    std::fs::write(directory.path().join("policies.cedar"), policies).expect("write the policies");
+    directory
+}

@@ -1,0 +1,130 @@
+//! Serves the local Supabase Management API stand-in until Ctrl-C.
+//!
+//! ```text
+//! SUPABASE_ACCESS_TOKEN=test-token supabase-stand-in [--port 8787] [--host 127.0.0.1] [--seed FILE]
+//! ```
+//!
+//! Prints `supabase-stand-in listening on http://HOST:PORT` once, then one
+//! JSON line per request received. `--port 0` takes an OS-assigned port.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use jit_guard_tests::stand_in::{Options, StandIn, load_seed};
+
+const TOKEN_VARIABLE: &str = "SUPABASE_ACCESS_TOKEN";
+const DEFAULT_PORT: u16 = 8787;
+
+const USAGE: &str = "\
+usage: supabase-stand-in [--port PORT] [--host ADDRESS] [--seed FILE]
+
+Serves the Supabase Management API stand-in on loopback until Ctrl-C.
+
+  --port PORT      TCP port to listen on (default 8787; 0 takes a free port)
+  --host ADDRESS   loopback address to listen on (default 127.0.0.1; ::1 and localhost also work)
+  --seed FILE      seed JSON (default tests/fixtures/seed.json of this crate)
+
+The access token that clients must send as 'Authorization: Bearer <token>'
+is read from the environment variable SUPABASE_ACCESS_TOKEN.";
+
+struct Arguments {
+    address: SocketAddr,
+    seed: PathBuf,
+}
+
+fn parse_arguments(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, String> {
+    let mut port = DEFAULT_PORT;
+    let mut host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut seed = StandIn::seed_path();
+
+    while let Some(flag) = arguments.next() {
+        let Some(value) = arguments.next() else {
+            return Err(format!("{flag} needs a value\n\n{USAGE}"));
+        };
+        match flag.as_str() {
+            "--port" => {
+                port = value.parse().map_err(|_| {
+                    format!("invalid --port {value:?}: give a TCP port from 0 to 65535")
+                })?;
+            }
+            "--host" => host = parse_loopback(&value)?,
+            "--seed" => seed = PathBuf::from(value),
+            _ => return Err(format!("unknown option {flag:?}\n\n{USAGE}")),
+        }
+    }
+
+    Ok(Arguments {
+        address: SocketAddr::new(host, port),
+        seed,
+    })
+}
+
+/// Accepts only loopback addresses, so the stand-in is never reachable from
+/// another machine.
+fn parse_loopback(value: &str) -> Result<IpAddr, String> {
+    let address = if value.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        value.parse::<IpAddr>().map_err(|_| {
+            format!("invalid --host {value:?}: give a loopback IP address such as 127.0.0.1 or ::1")
+        })?
+    };
+    if !address.is_loopback() {
+        return Err(format!(
+            "--host {value} is not a loopback address: the stand-in serves on 127.0.0.1 or ::1 only"
+        ));
+    }
+    Ok(address)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::args()
+        .skip(1)
+        .any(|argument| argument == "--help" || argument == "-h")
+    {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let arguments = match parse_arguments(std::env::args().skip(1)) {
+        Ok(arguments) => arguments,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = match std::env::var(TOKEN_VARIABLE) {
+        Ok(token) if !token.is_empty() => token,
+        _ => {
+            eprintln!(
+                "{TOKEN_VARIABLE} is not set: set it to the access token clients must send as 'Authorization: Bearer <token>'"
+            );
+            return ExitCode::from(2);
+        }
+    };
+
+    let options = Options {
+        address: arguments.address,
+        print_requests: true,
+    };
+    let started = match load_seed(&arguments.seed) {
+        Ok(seed) => StandIn::start_with_options(&token, seed, options).await,
+        Err(error) => Err(error),
+    };
+    let stand_in = match started {
+        Ok(stand_in) => stand_in,
+        Err(error) => {
+            eprintln!("supabase-stand-in: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("supabase-stand-in listening on {}", stand_in.url());
+
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        eprintln!("supabase-stand-in: could not wait for Ctrl-C ({error}); stopping");
+        return ExitCode::FAILURE;
+    }
+    drop(stand_in);
+    ExitCode::SUCCESS
+}

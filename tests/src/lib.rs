@@ -1,0 +1,13 @@
+//! Test support for Supabase JIT Guard: local stand-ins for everything the
+//! functions talk to, so the real binaries run end to end on loopback.
+//!
+//! # Layout
+//! - [`stand_in`]: the Supabase Management API stand-in, in-memory state, request log.
+//! - [`runtime_api`]: a Lambda Runtime API endpoint that runs a function binary.
+//! - [`moto`]: moto server (Secrets Manager emulator) started and seeded for a test.
+//! - [`events`]: API Gateway REST (v1), HTTP API (v2) and function URL events.
+
+pub mod events;
+pub mod moto;
+pub mod runtime_api;
+pub mod stand_in;
