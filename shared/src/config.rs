@@ -37,7 +37,7 @@ impl ConfigError {
     }
 }
 
-/// Where the Supabase access token comes from.
+/// Source of the Supabase access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     SecretsManager { secret_id: String },

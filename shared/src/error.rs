@@ -22,7 +22,7 @@ const PROBLEM_TYPE_BASE: &str = "urn:supabase-jit-guard:problem:";
 pub struct FieldError {
     /// Location of the field, as a path (`ref`, `roles[0].expires_at`) or `body`.
     pub field: String,
-    /// What is wrong with the value and what to send instead.
+    /// The problem with the value and what to send instead.
     pub message: String,
 }
 

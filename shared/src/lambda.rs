@@ -11,7 +11,7 @@ use crate::policy::{Action, Guard, PolicyLoadError};
 use crate::supabase::{ClientSettings, SupabaseClient};
 use crate::token::{AwsSecretStore, TokenProvider};
 
-/// Why a function could not start. Init stops, so no request is served.
+/// Cause of a failed init. Init stops, so no request is served.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("invalid configuration: {0}")]

@@ -120,7 +120,7 @@ pub struct Denial {
     pub reasons: Vec<String>,
 }
 
-/// Why the policies could not be loaded.
+/// Cause of a failed policy load.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {
     #[error("cannot read {path}: {source}; set JIT_GUARD_POLICY_DIR to a folder holding {SCHEMA_FILE} and {POLICIES_FILE}")]

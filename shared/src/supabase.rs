@@ -20,7 +20,7 @@ use crate::validate::{AuthorizeJitAccess, OrganizationSlug, ProjectRef, UpdateJi
 /// Supabase's limits are per minute.
 const DEFAULT_RATE_LIMIT_WAIT_SECONDS: u64 = 60;
 
-/// Why a Supabase call failed.
+/// Cause of a failed Supabase call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("Supabase rejected the access token twice")]
@@ -35,7 +35,7 @@ pub enum UpstreamError {
     Rejected { status: u16 },
     #[error("Supabase failed with status {status}")]
     ServerError { status: u16 },
-    #[error("Supabase did not answer in time")]
+    #[error("Supabase did not respond in time")]
     Timeout,
     #[error("Supabase could not be reached")]
     Unavailable,
@@ -109,7 +109,7 @@ impl UpstreamError {
                 format!("Supabase rejected the request with status {status}; see the function's log for its request id.")
             }
             UpstreamError::ServerError { status } => format!("Supabase failed with status {status}; retry later."),
-            UpstreamError::Timeout => "Supabase did not answer in time; retry later.".into(),
+            UpstreamError::Timeout => "Supabase did not respond in time; retry later.".into(),
             UpstreamError::Unavailable => "Supabase could not be reached; retry later.".into(),
             UpstreamError::MalformedResponse { operation } => {
                 format!("Supabase returned a {operation} response that could not be decoded; see the function's log.")

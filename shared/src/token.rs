@@ -41,19 +41,19 @@ impl fmt::Display for AccessToken {
     }
 }
 
-/// Why the secret store could not return a secret string.
+/// Cause of a failed secret store read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretStoreFailure {
     NotFound,
     AccessDenied,
     Throttled,
     Unreachable,
-    /// The secret exists but holds binary data or no current version.
+    /// The secret exists but contains binary data or no current version.
     NoSecretString,
     Other,
 }
 
-/// Why no access token is available.
+/// Cause of a missing access token.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     #[error("secret {secret_id} could not be read: {failure:?}")]
@@ -161,7 +161,7 @@ pub fn token_from_secret_string(secret_id: &str, secret: &str) -> Result<AccessT
     AccessToken::parse(trimmed).ok_or_else(|| invalid("the token contains whitespace or control characters"))
 }
 
-/// Where the access token comes from, with its per-container cache.
+/// Source of the access token, with its per-container cache.
 pub enum TokenProvider {
     /// `SUPABASE_ACCESS_TOKEN`, for local runs.
     Environment(AccessToken),

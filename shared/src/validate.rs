@@ -65,7 +65,7 @@ impl fmt::Display for ProjectRef {
 pub struct OrganizationSlug(String);
 
 impl OrganizationSlug {
-    /// Longest slug accepted; Supabase slugs are far shorter, the bound keeps logs sane.
+    /// Maximum slug length. Supabase slugs are far shorter, and the bound keeps log lines short.
     const MAX_LENGTH: usize = 64;
 
     pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
