@@ -7,6 +7,7 @@
 //! | `SUPABASE_ACCESS_TOKEN` | the token itself, for local runs, used only without a secret id | none |
 //! | `SUPABASE_CONNECT_TIMEOUT_MS` | connect timeout to Supabase, milliseconds | 3000 |
 //! | `SUPABASE_TIMEOUT_MS` | total timeout of one Supabase call, milliseconds | 10000 |
+//! | `JIT_GUARD_FACTS_TTL_SECONDS` | seconds a looked-up project or member list is reused; 0 turns the cache off | 30 |
 //! | `JIT_GUARD_POLICY_DIR` | folder with `schema.cedarschema` and `policies.cedar` replacing the compiled-in defaults | none |
 
 use std::net::IpAddr;
@@ -20,6 +21,9 @@ use crate::token::AccessToken;
 const DEFAULT_API_URL: &str = "https://api.supabase.com";
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_FACTS_TTL_SECONDS: u64 = 30;
+/// A project's status or a member's MFA can change; an hour bounds how stale a decision's facts get.
+const MAX_FACTS_TTL_SECONDS: u64 = 3_600;
 /// Upper bound of both timeouts: API Gateway stops waiting for a Lambda after 29 seconds.
 const MAX_TIMEOUT_MS: u64 = 29_000;
 
@@ -52,6 +56,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub policy_dir: Option<PathBuf>,
+    pub facts_ttl: Duration,
 }
 
 impl Config {
@@ -82,8 +87,9 @@ impl Config {
         let connect_timeout = parse_millis(&lookup, "SUPABASE_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT_MS)?;
         let request_timeout = parse_millis(&lookup, "SUPABASE_TIMEOUT_MS", DEFAULT_TIMEOUT_MS)?;
         let policy_dir = non_empty("JIT_GUARD_POLICY_DIR").map(PathBuf::from);
+        let facts_ttl = parse_facts_ttl(non_empty("JIT_GUARD_FACTS_TTL_SECONDS"))?;
 
-        Ok(Self { supabase_api_url, token_source, connect_timeout, request_timeout, policy_dir })
+        Ok(Self { supabase_api_url, token_source, connect_timeout, request_timeout, policy_dir, facts_ttl })
     }
 }
 
@@ -121,6 +127,19 @@ fn parse_secret_id(value: &str) -> Result<String, ConfigError> {
             "SUPABASE_TOKEN_SECRET_ID",
             "must be a secret ARN or name of at most 2048 characters from letters, digits and /_+=.@-:",
         ))
+    }
+}
+
+fn parse_facts_ttl(value: Option<String>) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Duration::from_secs(DEFAULT_FACTS_TTL_SECONDS));
+    };
+    match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds <= MAX_FACTS_TTL_SECONDS => Ok(Duration::from_secs(seconds)),
+        _ => Err(ConfigError::new(
+            "JIT_GUARD_FACTS_TTL_SECONDS",
+            format!("{value:?} is not a whole number of seconds from 0 to {MAX_FACTS_TTL_SECONDS}"),
+        )),
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
         supabase_api_url = %config.supabase_api_url,
         "init complete"
     );
-    Ok(App::new(guard, supabase))
+    Ok(App::new(guard, supabase, config.facts_ttl))
 }
 
 /// Runs the function for `action` until the Lambda runtime stops it.

@@ -10,14 +10,18 @@
 //! - [`validate`]: validated ids, roles, networks, expiry and request bodies.
 //! - [`json`]: JSON parsing that rejects duplicate keys.
 //! - [`policy`]: the Cedar schema and policies, and decisions.
+//! - [`facts`]: project and membership lookups for decisions, cached per container.
+//! - [`audit`]: the audit record of every decision.
 //! - [`token`]: the access token from Secrets Manager, cached and refreshed.
 //! - [`supabase`]: the Management API port and its reqwest adapter.
 //! - [`operations`]: the seven operations as steps.
 //! - [`error`]: the request error type and its one mapping to problem+json.
 //! - [`lambda`]: init and the Lambda event loop.
 
+pub mod audit;
 pub mod config;
 pub mod error;
+pub mod facts;
 pub mod json;
 pub mod lambda;
 pub mod operations;

@@ -1,8 +1,10 @@
 //! The seven operations. Each reads as the same steps: validate the input,
-//! decide with Cedar, call Supabase, respond. A write reaches Supabase only
-//! after every Cedar decision for it is an allow.
+//! look up the facts a JIT decision needs, decide with Cedar, call Supabase,
+//! respond. A write reaches Supabase only after every Cedar decision for it
+//! is an allow, and never in a dry run.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::header::CONTENT_TYPE;
@@ -10,38 +12,47 @@ use ipnet::IpNet;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
+use crate::audit::AuditRecord;
 use crate::error::{Error, FieldError};
+use crate::facts::{FactCache, ProjectFacts, TargetUser};
 use crate::policy::{Action, Decision, Denial, Guard, Resource};
 use crate::request::{Call, Route, read_call};
 use crate::supabase::{ManagementApi, UpstreamError, UpstreamResponse};
-use crate::validate::{
-    OrganizationSlug, ProjectRef, UserId, parse_authorize_body, parse_update_body,
-};
+use crate::validate::{OrganizationSlug, ProjectRef, UpdateJitAccess, UserId, parse_authorize_body, parse_update_body};
 
-/// The route each operation serves; the same paths as Supabase's Management API v1.
+/// The route each operation serves: the same paths as Supabase's Management API v1.
 pub fn route(action: Action) -> Route {
-    let (method, template) = match action {
-        Action::ListOrganizationMembers => ("GET", "/v1/organizations/{slug}/members"),
-        Action::ListProjects => ("GET", "/v1/projects"),
-        Action::GetProject => ("GET", "/v1/projects/{ref}"),
-        Action::AuthorizeJitAccess => ("POST", "/v1/projects/{ref}/database/jit"),
-        Action::UpdateJitAccess => ("PUT", "/v1/projects/{ref}/database/jit"),
-        Action::ListJitAccess => ("GET", "/v1/projects/{ref}/database/jit/list"),
-        Action::RevokeJitAccess => ("DELETE", "/v1/projects/{ref}/database/jit/{user_id}"),
+    let (method, template, mutating) = match action {
+        Action::ListOrganizationMembers => ("GET", "/v1/organizations/{slug}/members", false),
+        Action::ListProjects => ("GET", "/v1/projects", false),
+        Action::GetProject => ("GET", "/v1/projects/{ref}", false),
+        Action::AuthorizeJitAccess => ("POST", "/v1/projects/{ref}/database/jit", false),
+        Action::UpdateJitAccess => ("PUT", "/v1/projects/{ref}/database/jit", true),
+        Action::ListJitAccess => ("GET", "/v1/projects/{ref}/database/jit/list", false),
+        Action::RevokeJitAccess => ("DELETE", "/v1/projects/{ref}/database/jit/{user_id}", true),
     };
-    Route { method, template }
+    Route { method, template, mutating }
 }
 
 /// Everything an invocation needs, built once per container.
 pub struct App<M> {
     guard: Guard,
     supabase: M,
+    facts: FactCache,
     clock: fn() -> DateTime<Utc>,
 }
 
+/// The outcome of deciding every part of a request.
+struct Verdict {
+    allowed: bool,
+    policy_ids: Vec<String>,
+    denials: Vec<Denial>,
+}
+
 impl<M: ManagementApi> App<M> {
-    pub fn new(guard: Guard, supabase: M) -> Self {
-        Self { guard, supabase, clock: Utc::now }
+    /// Builds the app; looked-up project and member facts are reused for `facts_ttl`.
+    pub fn new(guard: Guard, supabase: M, facts_ttl: Duration) -> Self {
+        Self { guard, supabase, facts: FactCache::new(facts_ttl), clock: Utc::now }
     }
 
     /// Replaces the clock, for tests of expiry rules.
@@ -60,7 +71,19 @@ impl<M: ManagementApi> App<M> {
             }
         };
 
-        match self.dispatch(action, &call).await {
+        let mut audit = None;
+        let result = self.dispatch(action, &call, &mut audit).await;
+        if let Some(mut record) = audit {
+            if let Err(Error::Upstream(upstream)) = &result {
+                record.upstream_status = upstream.upstream_status();
+                if record.upstream_status.is_none() {
+                    record.upstream_error = Some(upstream.code());
+                }
+            }
+            record.emit();
+        }
+
+        match result {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();
@@ -74,53 +97,64 @@ impl<M: ManagementApi> App<M> {
         }
     }
 
-    async fn dispatch(&self, action: Action, call: &Call) -> Result<Response<Body>, Error> {
+    async fn dispatch(&self, action: Action, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         match action {
-            Action::ListOrganizationMembers => self.list_organization_members(call).await,
-            Action::ListProjects => self.list_projects(call).await,
-            Action::GetProject => self.get_project(call).await,
-            Action::AuthorizeJitAccess => self.authorize_jit_access(call).await,
-            Action::UpdateJitAccess => self.update_jit_access(call).await,
-            Action::ListJitAccess => self.list_jit_access(call).await,
-            Action::RevokeJitAccess => self.revoke_jit_access(call).await,
+            Action::ListOrganizationMembers => self.list_organization_members(call, audit).await,
+            Action::ListProjects => self.list_projects(call, audit).await,
+            Action::GetProject => self.get_project(call, audit).await,
+            Action::AuthorizeJitAccess => self.authorize_jit_access(call, audit).await,
+            Action::UpdateJitAccess => self.update_jit_access(call, audit).await,
+            Action::ListJitAccess => self.list_jit_access(call, audit).await,
+            Action::RevokeJitAccess => self.revoke_jit_access(call, audit).await,
         }
     }
 
-    async fn list_organization_members(&self, call: &Call) -> Result<Response<Body>, Error> {
+    async fn list_organization_members(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let slug = OrganizationSlug::parse("slug", call.path_parameter("slug")).map_err(invalid)?;
 
-        self.require_allow(call, Action::ListOrganizationMembers, Resource::Organization(slug.as_str()), json!({}))?;
+        let mut record = self.audit_record(call, Action::ListOrganizationMembers);
+        record.organization_slug = Some(slug.to_string());
+        let verdict = self.decide_one(call, Action::ListOrganizationMembers, Resource::Organization(slug.as_str()), json!({}), None);
+        self.require_allow(call, Action::ListOrganizationMembers, verdict, record, audit)?;
 
         let response = self.supabase.list_organization_members(&slug).await?;
-        Ok(json_response(response))
+        Ok(passed_on(response, audit))
     }
 
-    async fn list_projects(&self, call: &Call) -> Result<Response<Body>, Error> {
-        self.require_allow(call, Action::ListProjects, Resource::Account, json!({}))?;
+    async fn list_projects(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+        let record = self.audit_record(call, Action::ListProjects);
+        let verdict = self.decide_one(call, Action::ListProjects, Resource::Account, json!({}), None);
+        self.require_allow(call, Action::ListProjects, verdict, record, audit)?;
 
         let response = self.supabase.list_projects().await?;
-        Ok(json_response(response))
+        Ok(passed_on(response, audit))
     }
 
-    async fn get_project(&self, call: &Call) -> Result<Response<Body>, Error> {
+    async fn get_project(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref")).map_err(invalid)?;
 
-        self.require_allow(call, Action::GetProject, Resource::Project(project_ref.as_str()), json!({}))?;
+        let mut record = self.audit_record(call, Action::GetProject);
+        record.project_ref = Some(project_ref.to_string());
+        let verdict = self.decide_one(call, Action::GetProject, Resource::Project(project_ref.as_str()), json!({}), None);
+        self.require_allow(call, Action::GetProject, verdict, record, audit)?;
 
         let response = self.supabase.get_project(&project_ref).await?;
-        Ok(json_response(response))
+        Ok(passed_on(response, audit))
     }
 
-    async fn list_jit_access(&self, call: &Call) -> Result<Response<Body>, Error> {
+    async fn list_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref")).map_err(invalid)?;
 
-        self.require_allow(call, Action::ListJitAccess, Resource::Project(project_ref.as_str()), json!({}))?;
+        let mut record = self.audit_record(call, Action::ListJitAccess);
+        record.project_ref = Some(project_ref.to_string());
+        let verdict = self.decide_one(call, Action::ListJitAccess, Resource::Project(project_ref.as_str()), json!({}), None);
+        self.require_allow(call, Action::ListJitAccess, verdict, record, audit)?;
 
         let response = self.supabase.list_jit_access(&project_ref).await?;
-        Ok(json_response(response))
+        Ok(passed_on(response, audit))
     }
 
-    async fn revoke_jit_access(&self, call: &Call) -> Result<Response<Body>, Error> {
+    async fn revoke_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
         let user_id = UserId::parse("user_id", call.path_parameter("user_id"));
         let (project_ref, user_id) = match (project_ref, user_id) {
@@ -131,14 +165,23 @@ impl<M: ManagementApi> App<M> {
             }
         };
 
-        let context = json!({ "user_id": user_id.as_str() });
-        self.require_allow(call, Action::RevokeJitAccess, Resource::Project(project_ref.as_str()), context)?;
+        let normalized = json!({ "user_id": user_id.as_str() });
+        let mut record = self.audit_record(call, Action::RevokeJitAccess);
+        record.project_ref = Some(project_ref.to_string());
+        record.target_user = Some(user_id.to_string());
+        record.request = normalized.clone();
+        let verdict =
+            self.decide_one(call, Action::RevokeJitAccess, Resource::Project(project_ref.as_str()), normalized.clone(), None);
+        if call.dry_run {
+            return Ok(self.dry_run_report(Action::RevokeJitAccess, verdict, normalized, record, audit));
+        }
+        self.require_allow(call, Action::RevokeJitAccess, verdict, record, audit)?;
 
         let response = self.supabase.revoke_jit_access(&project_ref, &user_id).await?;
-        Ok(json_response(response))
+        Ok(passed_on(response, audit))
     }
 
-    async fn authorize_jit_access(&self, call: &Call) -> Result<Response<Body>, Error> {
+    async fn authorize_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
         let body = parse_authorize_body(&call.body);
         let (project_ref, request) = match (project_ref, body) {
@@ -150,6 +193,8 @@ impl<M: ManagementApi> App<M> {
             }
         };
 
+        let project = self.facts.project(&self.supabase, &project_ref).await?;
+
         let network = IpNet::from(request.rhost);
         let context = json!({
             "role": request.role.as_str(),
@@ -157,17 +202,28 @@ impl<M: ManagementApi> App<M> {
             "network_prefix_length": network.prefix_len(),
             "now": cedar_datetime((self.clock)()),
         });
-        self.require_allow(call, Action::AuthorizeJitAccess, Resource::Project(project_ref.as_str()), context)?;
+        let mut record = self.audit_record(call, Action::AuthorizeJitAccess);
+        record.project_ref = Some(project_ref.to_string());
+        record.organization_slug = Some(project.organization_slug.clone());
+        record.request = json!({ "role": request.role.as_str(), "rhost": request.rhost.to_string() });
+        let resource = Resource::Project(project_ref.as_str());
+        let verdict = self.decide_one(call, Action::AuthorizeJitAccess, resource, context, Some(&project));
+        self.require_allow(call, Action::AuthorizeJitAccess, verdict, record, audit)?;
 
-        // For this route a 403 is Supabase's answer to the check, not a token problem.
+        // For this route a 403 is Supabase's result of the check, not a token problem.
         let response = match self.supabase.authorize_jit_access(&project_ref, &request).await {
-            Err(UpstreamError::Forbidden) => return Err(Error::JitAccessNotGranted),
+            Err(UpstreamError::Forbidden) => {
+                if let Some(record) = audit.as_mut() {
+                    record.upstream_status = Some(403);
+                }
+                return Err(Error::JitAccessNotGranted);
+            }
             result => result?,
         };
-        Ok(json_response(response))
+        Ok(passed_on(response, audit))
     }
 
-    async fn update_jit_access(&self, call: &Call) -> Result<Response<Body>, Error> {
+    async fn update_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let now = (self.clock)();
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
         let body = parse_update_body(&call.body, now);
@@ -180,9 +236,37 @@ impl<M: ManagementApi> App<M> {
             }
         };
 
-        // Every (role, network) pair is its own decision, so a policy sees one
-        // network at a time and a deny names the exact pair.
-        let resource = Resource::Project(project_ref.as_str());
+        let project = self.facts.project(&self.supabase, &project_ref).await?;
+        let target_user = self.facts.target_user(&self.supabase, &project.organization_slug, &request.user_id).await?;
+
+        let verdict = self.decide_update(call, &project, &target_user, &request, now);
+        let normalized = request.to_upstream_body();
+        let mut record = self.audit_record(call, Action::UpdateJitAccess);
+        record.project_ref = Some(project_ref.to_string());
+        record.organization_slug = Some(project.organization_slug.clone());
+        record.target_user = Some(request.user_id.to_string());
+        record.request = normalized.clone();
+        if call.dry_run {
+            return Ok(self.dry_run_report(Action::UpdateJitAccess, verdict, normalized, record, audit));
+        }
+        self.require_allow(call, Action::UpdateJitAccess, verdict, record, audit)?;
+
+        let response = self.supabase.update_jit_access(&project_ref, &request).await?;
+        Ok(passed_on(response, audit))
+    }
+
+    /// Decides every (role, network) pair of an update, so a policy sees one
+    /// network at a time and a deny names the exact pair.
+    fn decide_update(
+        &self,
+        call: &Call,
+        project: &ProjectFacts,
+        target_user: &TargetUser,
+        request: &UpdateJitAccess,
+        now: DateTime<Utc>,
+    ) -> Verdict {
+        let entities = self.guard.entities(Some(project));
+        let resource = Resource::Project(&project.project_ref);
         let mut denials = Vec::new();
         let mut allow_policy_ids = Vec::new();
         for grant in &request.roles {
@@ -194,11 +278,14 @@ impl<M: ManagementApi> App<M> {
                     "network_prefix_length": network.prefix_len(),
                     "now": cedar_datetime(now),
                     "branches_only": grant.branches_only.unwrap_or(false),
+                    "target_user": target_user.to_context(),
                 });
                 if let Some(expires_at) = grant.expires_at.and_then(|seconds| DateTime::from_timestamp(seconds, 0)) {
                     context["expires_at"] = cedar_datetime(expires_at);
+                    context["expires_in"] = cedar_duration(expires_at - now);
                 }
-                let decision = self.guard.decide(call.caller.as_str(), Action::UpdateJitAccess, resource, context);
+                let decision =
+                    self.guard.decide(call.caller.as_str(), Action::UpdateJitAccess, resource, context, &entities);
                 if decision.allowed {
                     allow_policy_ids.extend(decision.policy_ids);
                 } else {
@@ -212,46 +299,106 @@ impl<M: ManagementApi> App<M> {
             }
         }
 
-        let policy_ids = if denials.is_empty() {
+        let allowed = denials.is_empty();
+        let mut policy_ids: Vec<String> = if allowed {
             allow_policy_ids
         } else {
             denials.iter().flat_map(|denial| denial.policy_ids.clone()).collect()
         };
-        log_decision(call, Action::UpdateJitAccess, project_ref.as_str(), Some(&request.user_id), denials.is_empty(), policy_ids);
-        if !denials.is_empty() {
-            return Err(Error::PolicyDenied { action: Action::UpdateJitAccess.name(), denials });
-        }
-
-        let response = self.supabase.update_jit_access(&project_ref, &request).await?;
-        Ok(json_response(response))
+        policy_ids.sort_unstable();
+        policy_ids.dedup();
+        Verdict { allowed, policy_ids, denials }
     }
 
-    /// Decides one request and fails with the deny's policies unless allowed.
-    fn require_allow(&self, call: &Call, action: Action, resource: Resource<'_>, context: Value) -> Result<(), Error> {
-        let Decision { allowed, policy_ids, reasons } = self.guard.decide(call.caller.as_str(), action, resource, context);
-        let resource_id = match resource {
-            Resource::Account => "",
-            Resource::Organization(id) | Resource::Project(id) => id,
+    /// Decides a request that is one Cedar request.
+    fn decide_one(
+        &self,
+        call: &Call,
+        action: Action,
+        resource: Resource<'_>,
+        context: Value,
+        project: Option<&ProjectFacts>,
+    ) -> Verdict {
+        let entities = self.guard.entities(project);
+        let Decision { allowed, mut policy_ids, reasons } =
+            self.guard.decide(call.caller.as_str(), action, resource, context, &entities);
+        policy_ids.sort_unstable();
+        let denials = if allowed {
+            Vec::new()
+        } else {
+            vec![Denial { role: None, network: None, policy_ids: policy_ids.clone(), reasons }]
         };
-        log_decision(call, action, resource_id, None, allowed, policy_ids.clone());
-        if allowed {
+        Verdict { allowed, policy_ids, denials }
+    }
+
+    fn audit_record(&self, call: &Call, action: Action) -> AuditRecord {
+        AuditRecord::new(call, action.name(), self.guard.policy_set_hash())
+    }
+
+    /// Logs the decision, keeps its audit record, and fails unless it is an allow.
+    fn require_allow(
+        &self,
+        call: &Call,
+        action: Action,
+        verdict: Verdict,
+        mut record: AuditRecord,
+        audit: &mut Option<AuditRecord>,
+    ) -> Result<(), Error> {
+        log_decision(call, action, &record, &verdict);
+        record.decision = if verdict.allowed { "allow" } else { "deny" };
+        record.policy_ids = verdict.policy_ids;
+        *audit = Some(record);
+        if verdict.allowed {
             return Ok(());
         }
-        Err(Error::PolicyDenied { action: action.name(), denials: vec![Denial { role: None, network: None, policy_ids, reasons }] })
+        Err(Error::PolicyDenied { action: action.name(), denials: verdict.denials })
+    }
+
+    /// Reports what a mutating request would do, sending nothing to Supabase.
+    fn dry_run_report(
+        &self,
+        action: Action,
+        verdict: Verdict,
+        normalized: Value,
+        mut record: AuditRecord,
+        audit: &mut Option<AuditRecord>,
+    ) -> Response<Body> {
+        let decision = if verdict.allowed { "allow" } else { "deny" };
+        record.decision = decision;
+        record.policy_ids = verdict.policy_ids.clone();
+        tracing::info!(
+            caller = %record.caller,
+            action = %action,
+            project_ref = record.project_ref.as_deref(),
+            target_user = record.target_user.as_deref(),
+            decision,
+            policy_ids = ?verdict.policy_ids,
+            dry_run = true,
+            "access decision"
+        );
+        *audit = Some(record);
+        let report = json!({
+            "dry_run": true,
+            "action": action.name(),
+            "decision": decision,
+            "policy_ids": verdict.policy_ids,
+            "request": normalized,
+            "denials": verdict.denials,
+        });
+        json_response(UpstreamResponse { status: 200, body: report })
     }
 }
 
 /// Writes the one log line of an access decision.
-fn log_decision(call: &Call, action: Action, resource: &str, target_user: Option<&UserId>, allowed: bool, mut policy_ids: Vec<String>) {
-    policy_ids.sort_unstable();
-    policy_ids.dedup();
+fn log_decision(call: &Call, action: Action, record: &AuditRecord, verdict: &Verdict) {
     tracing::info!(
         caller = %call.caller,
         action = %action,
-        resource,
-        target_user = target_user.map(UserId::as_str),
-        decision = if allowed { "allow" } else { "deny" },
-        policy_ids = ?policy_ids,
+        project_ref = record.project_ref.as_deref(),
+        organization_slug = record.organization_slug.as_deref(),
+        target_user = record.target_user.as_deref(),
+        decision = if verdict.allowed { "allow" } else { "deny" },
+        policy_ids = ?verdict.policy_ids,
         request_id = call.request_id.as_deref(),
         api_request_id = call.api_request_id.as_deref(),
         "access decision"
@@ -262,7 +409,7 @@ fn invalid(error: FieldError) -> Error {
     Error::InvalidRequest(vec![error])
 }
 
-/// A Cedar `ip` extension value in the JSON context format.
+/// Builds a Cedar `ip` extension value in the JSON context format.
 fn cedar_ip(network: &IpNet) -> Value {
     let text = match network {
         // Single addresses go as plain addresses, which Cedar treats as /32 or /128.
@@ -273,9 +420,22 @@ fn cedar_ip(network: &IpNet) -> Value {
     json!({ "__extn": { "fn": "ip", "arg": text } })
 }
 
-/// A Cedar `datetime` extension value, in whole seconds UTC.
+/// Builds a Cedar `datetime` extension value, in whole seconds UTC.
 fn cedar_datetime(time: DateTime<Utc>) -> Value {
     json!({ "__extn": { "fn": "datetime", "arg": time.to_rfc3339_opts(SecondsFormat::Secs, true) } })
+}
+
+/// Builds a Cedar `duration` extension value, in whole seconds.
+fn cedar_duration(duration: chrono::TimeDelta) -> Value {
+    json!({ "__extn": { "fn": "duration", "arg": format!("{}s", duration.num_seconds()) } })
+}
+
+/// Passes Supabase's response on and notes its status in the audit record.
+fn passed_on(response: UpstreamResponse, audit: &mut Option<AuditRecord>) -> Response<Body> {
+    if let Some(record) = audit.as_mut() {
+        record.upstream_status = Some(response.status);
+    }
+    json_response(response)
 }
 
 fn json_response(response: UpstreamResponse) -> Response<Body> {
@@ -302,20 +462,34 @@ mod tests {
 
     impl RecordingApi {
         fn record(&self, call: String) -> Result<UpstreamResponse, UpstreamError> {
+            self.record_with(call, json!({ "user_roles": [] }))
+        }
+
+        fn record_with(&self, call: String, body: Value) -> Result<UpstreamResponse, UpstreamError> {
             self.calls.lock().unwrap().push(call);
-            Ok(UpstreamResponse { status: 200, body: json!({ "user_roles": [] }) })
+            Ok(UpstreamResponse { status: 200, body })
+        }
+
+        /// Calls other than the project and member lookups.
+        fn operation_calls(&self) -> Vec<String> {
+            let calls = self.calls.lock().unwrap();
+            calls.iter().filter(|call| !call.starts_with("project ") && !call.starts_with("members ")).cloned().collect()
         }
     }
 
     impl ManagementApi for RecordingApi {
         async fn list_organization_members(&self, slug: &OrganizationSlug) -> Result<UpstreamResponse, UpstreamError> {
-            self.record(format!("members {slug}"))
+            self.record_with(format!("members {slug}"), json!([{ "user_id": USER, "role_name": "Developer", "mfa_enabled": true }]))
         }
         async fn list_projects(&self) -> Result<UpstreamResponse, UpstreamError> {
             self.record("projects".into())
         }
         async fn get_project(&self, project_ref: &ProjectRef) -> Result<UpstreamResponse, UpstreamError> {
-            self.record(format!("project {project_ref}"))
+            let body = json!({
+                "ref": project_ref.as_str(), "name": "acme-staging", "region": "eu-central-1",
+                "status": "ACTIVE_HEALTHY", "organization_slug": "acme",
+            });
+            self.record_with(format!("project {project_ref}"), body)
         }
         async fn authorize_jit_access(&self, project_ref: &ProjectRef, request: &AuthorizeJitAccess) -> Result<UpstreamResponse, UpstreamError> {
             self.record(format!("authorize {project_ref} {}", request.role))
@@ -339,12 +513,19 @@ mod tests {
     }
 
     fn app() -> App<RecordingApi> {
-        App::new(Guard::from_defaults().unwrap(), RecordingApi::default()).with_clock(fixed_now)
+        App::new(Guard::from_defaults().unwrap(), RecordingApi::default(), Duration::from_secs(30)).with_clock(fixed_now)
     }
 
-    fn function_url_event(method: &str, path: &str, body: Option<&str>) -> Request {
+    fn function_url_event(method: &str, path_and_query: &str, body: Option<&str>) -> Request {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let parameters: serde_json::Map<String, Value> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(name, value)| (name.to_owned(), Value::from(value)))
+            .collect();
         let event = json!({
-            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+            "queryStringParameters": parameters,
             "headers": { "content-type": "application/json" },
             "requestContext": { "http": { "method": method, "path": path } },
             "body": body, "isBase64Encoded": false
@@ -377,8 +558,44 @@ mod tests {
         let response = update(&app, &update_body("jit_readonly", 2, "10.20.0.0/16")).await;
         assert_eq!(response.status(), 200);
         let calls = app.supabase.calls.lock().unwrap();
-        assert_eq!(calls.len(), 1);
-        assert!(calls[0].contains("\"roles\""));
+        assert_eq!(calls.len(), 3, "project, members, update: {calls:?}");
+        assert!(calls[2].contains("\"roles\""));
+    }
+
+    #[tokio::test]
+    async fn facts_are_cached_between_calls() {
+        let app = app();
+        for _ in 0..3 {
+            let response = update(&app, &update_body("jit_readonly", 2, "10.20.0.0/16")).await;
+            assert_eq!(response.status(), 200);
+        }
+        let calls = app.supabase.calls.lock().unwrap();
+        assert_eq!(calls.iter().filter(|call| call.starts_with("project ")).count(), 1);
+        assert_eq!(calls.iter().filter(|call| call.starts_with("members ")).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn dry_run_reports_without_writing() {
+        let app = app();
+        let path = format!("/v1/projects/{PROJECT}/database/jit?dry_run=true");
+        let event = function_url_event("PUT", &path, Some(&update_body("postgres", 2, "0.0.0.0/0")));
+        let response = app.handle(Action::UpdateJitAccess, event).await;
+        assert_eq!(response.status(), 200);
+        let body = body_json(&response);
+        assert_eq!(body["dry_run"], true);
+        assert_eq!(body["decision"], "deny");
+        assert_eq!(body["request"]["roles"][0]["role"], "postgres");
+        assert_eq!(body["denials"][0]["network"], "0.0.0.0/0");
+        assert!(app.supabase.operation_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dry_run_rejected_on_reads() {
+        let app = app();
+        let event = function_url_event("GET", &format!("/v1/projects/{PROJECT}?dry_run=true"), None);
+        let response = app.handle(Action::GetProject, event).await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(body_json(&response)["errors"][0]["field"], "dry_run");
     }
 
     #[tokio::test]
@@ -390,7 +607,7 @@ mod tests {
         assert_eq!(body["code"], "policy_denied");
         assert_eq!(body["denials"][0]["role"], "postgres");
         assert!(body["policy_ids"].as_array().unwrap().contains(&json!("deny-superuser-roles")));
-        assert!(app.supabase.calls.lock().unwrap().is_empty());
+        assert!(app.supabase.operation_calls().is_empty());
     }
 
     #[tokio::test]
@@ -399,7 +616,7 @@ mod tests {
         let response = update(&app, &update_body("jit_readonly", 9, "10.20.0.0/16")).await;
         assert_eq!(response.status(), 403);
         assert_eq!(body_json(&response)["policy_ids"], json!(["expiry-at-most-8-hours"]));
-        assert!(app.supabase.calls.lock().unwrap().is_empty());
+        assert!(app.supabase.operation_calls().is_empty());
     }
 
     #[tokio::test]

@@ -18,6 +18,9 @@ use cedar_policy::{
 use miette::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::facts::ProjectFacts;
 
 /// Default schema, compiled in.
 const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
@@ -136,6 +139,8 @@ pub struct Guard {
     schema: Schema,
     action_entities: Entities,
     authorizer: Authorizer,
+    /// Hex sha256 of the schema text followed by the policy text.
+    policy_set_hash: String,
 }
 
 impl fmt::Debug for Guard {
@@ -221,7 +226,42 @@ impl Guard {
             line: 1,
             message: error.to_string(),
         })?;
-        Ok(Self { policies, schema, action_entities, authorizer: Authorizer::new() })
+        let mut hasher = Sha256::new();
+        hasher.update(schema_text.as_bytes());
+        hasher.update(policies_text.as_bytes());
+        let policy_set_hash = hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Self { policies, schema, action_entities, authorizer: Authorizer::new(), policy_set_hash })
+    }
+
+    /// Hex sha256 of the schema and policy texts, naming the policy version in audit records.
+    pub fn policy_set_hash(&self) -> &str {
+        &self.policy_set_hash
+    }
+
+    /// Builds the entity store of one request: the schema's actions, plus the
+    /// project inside its organization when it was looked up.
+    pub fn entities(&self, project: Option<&ProjectFacts>) -> Entities {
+        let Some(project) = project else {
+            return self.action_entities.clone();
+        };
+        let json = serde_json::json!([
+            {
+                "uid": { "type": "JitGuard::Project", "id": project.project_ref },
+                "attrs": { "name": project.name, "region": project.region, "status": project.status },
+                "parents": [{ "type": "JitGuard::Organization", "id": project.organization_slug }],
+            },
+            { "uid": { "type": "JitGuard::Organization", "id": project.organization_slug }, "attrs": {}, "parents": [] },
+        ]);
+        match Entities::from_json_value(json, Some(&self.schema))
+            .and_then(|entities| entities.add_entities(self.action_entities.iter().cloned(), Some(&self.schema)))
+        {
+            Ok(entities) => entities,
+            Err(error) => {
+                // Without the project entity, policies reading its attributes error and deny.
+                tracing::error!(project_ref = %project.project_ref, error = %error, "project entity does not match the schema");
+                self.action_entities.clone()
+            }
+        }
     }
 
     /// Number of policies in the set.
@@ -231,11 +271,25 @@ impl Guard {
 
     /// Decides one request. A request that cannot be built or a policy that
     /// fails to evaluate is a deny: the guard fails closed.
-    pub fn decide(&self, caller: &str, action: Action, resource: Resource<'_>, context: Value) -> Decision {
-        self.decide_uids(entity_uid("Caller", caller), action.uid(), resource.uid(), context)
+    pub fn decide(
+        &self,
+        caller: &str,
+        action: Action,
+        resource: Resource<'_>,
+        context: Value,
+        entities: &Entities,
+    ) -> Decision {
+        self.decide_uids(entity_uid("Caller", caller), action.uid(), resource.uid(), context, entities)
     }
 
-    fn decide_uids(&self, principal: EntityUid, action: EntityUid, resource: EntityUid, context: Value) -> Decision {
+    fn decide_uids(
+        &self,
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Value,
+        entities: &Entities,
+    ) -> Decision {
         let request = Context::from_json_value(context, Some((&self.schema, &action)))
             .map_err(|error| error.to_string())
             .and_then(|context| {
@@ -250,7 +304,7 @@ impl Guard {
             }
         };
 
-        let response = self.authorizer.is_authorized(&request, &self.policies, &self.action_entities);
+        let response = self.authorizer.is_authorized(&request, &self.policies, entities);
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
         let policy_ids: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
         if !errors.is_empty() {
@@ -300,6 +354,20 @@ mod tests {
         Guard::from_defaults().unwrap()
     }
 
+    fn no_entities() -> Entities {
+        guard().entities(None)
+    }
+
+    fn healthy_project() -> ProjectFacts {
+        ProjectFacts {
+            project_ref: "x".into(),
+            name: "acme-staging".into(),
+            region: "eu-central-1".into(),
+            status: "ACTIVE_HEALTHY".into(),
+            organization_slug: "acme".into(),
+        }
+    }
+
     fn ip(text: &str) -> Value {
         json!({ "__extn": { "fn": "ip", "arg": text } })
     }
@@ -310,12 +378,13 @@ mod tests {
 
     #[test]
     fn defaults_load_and_validate() {
-        assert_eq!(guard().policy_count(), 8);
+        assert_eq!(guard().policy_count(), 12);
+        assert_eq!(guard().policy_set_hash().len(), 64);
     }
 
     #[test]
     fn reads_are_allowed() {
-        let decision = guard().decide("arn:aws:iam::1:user/a", Action::GetProject, Resource::Project("x"), json!({}));
+        let decision = guard().decide("arn:aws:iam::1:user/a", Action::GetProject, Resource::Project("x"), json!({}), &no_entities());
         assert!(decision.allowed);
         assert_eq!(decision.policy_ids, vec!["allow-read-and-revoke"]);
     }
@@ -326,7 +395,8 @@ mod tests {
             "role": "postgres", "network": ip("10.0.0.1/32"), "network_prefix_length": 32,
             "now": datetime("2026-12-04T12:00:00Z"),
         });
-        let decision = guard().decide("anonymous", Action::AuthorizeJitAccess, Resource::Project("x"), context);
+        let decision =
+            guard().decide("anonymous", Action::AuthorizeJitAccess, Resource::Project("x"), context, &no_entities());
         assert!(!decision.allowed);
         let mut ids = decision.policy_ids.clone();
         ids.sort();
@@ -340,8 +410,11 @@ mod tests {
                 "user_id": "u", "role": "jit_readonly", "network": ip("10.1.0.0/16"),
                 "network_prefix_length": 16, "expires_at": datetime(expires_at),
                 "now": datetime("2026-12-04T12:00:00Z"), "branches_only": false,
+                "target_user": { "is_member": true, "mfa_enabled": true },
             });
-            guard().decide("anonymous", Action::UpdateJitAccess, Resource::Project("x"), context)
+            let guard = guard();
+            let entities = guard.entities(Some(&healthy_project()));
+            guard.decide("anonymous", Action::UpdateJitAccess, Resource::Project("x"), context, &entities)
         };
         assert!(decide("2026-12-04T20:00:00Z").allowed);
         let over = decide("2026-12-04T20:00:01Z");
@@ -351,7 +424,8 @@ mod tests {
 
     #[test]
     fn context_not_matching_schema_denies() {
-        let decision = guard().decide("anonymous", Action::UpdateJitAccess, Resource::Project("x"), json!({"role": 1}));
+        let decision =
+            guard().decide("anonymous", Action::UpdateJitAccess, Resource::Project("x"), json!({"role": 1}), &no_entities());
         assert!(!decision.allowed);
     }
 
@@ -400,7 +474,11 @@ mod tests {
             let name = case["name"].as_str().unwrap();
             let request = &case["request"];
             let uid = |key: &str| EntityUid::from_str(request[key].as_str().unwrap()).unwrap();
-            let decision = guard.decide_uids(uid("principal"), uid("action"), uid("resource"), request["context"].clone());
+            let entities = Entities::from_json_value(case["entities"].clone(), Some(&guard.schema))
+                .and_then(|entities| entities.add_entities(guard.action_entities.iter().cloned(), Some(&guard.schema)))
+                .unwrap_or_else(|error| panic!("entities of case {name:?}: {error}"));
+            let context = request["context"].clone();
+            let decision = guard.decide_uids(uid("principal"), uid("action"), uid("resource"), context, &entities);
             assert_eq!(decision.allowed, case["decision"] == "allow", "decision of case {name:?}");
             let mut expected: Vec<String> =
                 case["reason"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect();

@@ -12,7 +12,7 @@ use std::fmt;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 
-use crate::error::Error;
+use crate::error::{Error, FieldError};
 
 /// Largest request body accepted, in bytes. A full update with the maximum
 /// roles and networks stays well under it.
@@ -23,6 +23,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Route {
     pub method: &'static str,
     pub template: &'static str,
+    /// Whether the route writes, and so accepts `?dry_run=true`.
+    pub mutating: bool,
 }
 
 /// The authenticated caller, the Cedar principal of every decision.
@@ -53,6 +55,8 @@ pub struct Call {
     pub request_id: Option<String>,
     /// The API Gateway request id, when the event came through API Gateway.
     pub api_request_id: Option<String>,
+    /// `?dry_run=true`: decide and report, but send no write.
+    pub dry_run: bool,
 }
 
 impl Call {
@@ -81,9 +85,24 @@ pub fn read_call(request: &Request, route: Route) -> Result<Call, Error> {
         return Err(Error::PayloadTooLarge { size: body.len(), limit: MAX_BODY_BYTES });
     }
 
+    let dry_run = dry_run(request, route)?;
     let (caller, api_request_id) = caller_and_request_id(request.request_context_ref());
     let request_id = request.lambda_context_ref().map(|context| context.request_id.clone());
-    Ok(Call { path_parameters, body, caller, request_id, api_request_id })
+    Ok(Call { path_parameters, body, caller, request_id, api_request_id, dry_run })
+}
+
+/// Reads `?dry_run=`, which only mutating routes accept.
+fn dry_run(request: &Request, route: Route) -> Result<bool, Error> {
+    let invalid = |message: &str| Error::InvalidRequest(vec![FieldError::new("dry_run", message)]);
+    let Some(value) = request.query_string_parameters_ref().and_then(|query| query.first("dry_run")) else {
+        return Ok(false);
+    };
+    match value {
+        "true" if route.mutating => Ok(true),
+        "false" => Ok(false),
+        "true" => Err(invalid("applies to update-jit-access and revoke-jit-access only; remove it")),
+        _ => Err(invalid("must be true or false")),
+    }
 }
 
 fn path_parameters(request: &Request, route: Route, path: &str) -> Option<HashMap<String, String>> {
@@ -166,7 +185,8 @@ fn non_empty(value: Option<String>) -> Option<String> {
 mod tests {
     use super::*;
 
-    const REVOKE: Route = Route { method: "DELETE", template: "/v1/projects/{ref}/database/jit/{user_id}" };
+    const REVOKE: Route =
+        Route { method: "DELETE", template: "/v1/projects/{ref}/database/jit/{user_id}", mutating: true };
 
     #[test]
     fn template_matches_with_stage_prefix() {

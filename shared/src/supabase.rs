@@ -76,6 +76,21 @@ impl UpstreamError {
         }
     }
 
+    /// The HTTP status Supabase returned, when the failure came with one.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Unauthorized => Some(401),
+            UpstreamError::Forbidden => Some(403),
+            UpstreamError::NotFound => Some(404),
+            UpstreamError::RateLimited { .. } => Some(429),
+            UpstreamError::Rejected { status } | UpstreamError::ServerError { status } => Some(*status),
+            UpstreamError::Timeout
+            | UpstreamError::Unavailable
+            | UpstreamError::MalformedResponse { .. }
+            | UpstreamError::Token(_) => None,
+        }
+    }
+
     pub fn title(&self) -> &'static str {
         match self {
             UpstreamError::Unauthorized => "Supabase rejected the access token",

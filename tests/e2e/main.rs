@@ -3,6 +3,7 @@
 //! server, against the Supabase stand-in. Build the binaries first with
 //! `cargo build --workspace --bins`; `tests/scripts/test-all.sh` does both.
 
+mod audit;
 mod bad_inputs;
 mod policies;
 mod routes;

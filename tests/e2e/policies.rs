@@ -9,6 +9,7 @@ use crate::support::*;
 /// One update request and the policies expected to deny it, if any.
 struct PolicyCase {
     name: &'static str,
+    project: &'static str,
     body: String,
     denied_by: &'static [&'static str],
 }
@@ -18,51 +19,85 @@ fn update_cases() -> Vec<PolicyCase> {
     vec![
         PolicyCase {
             name: "listed role, IPv4 range, 2 hours",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs", "10.20.0.0/16"),
             denied_by: &[],
         },
         PolicyCase {
             name: "listed role, IPv6 range, 2 hours",
-            body: update_body(CAROL, "jit_support", two_hours, "allowed_cidrs_v6", "2001:db8:42::/48"),
+            project: PROJECT,
+            body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs_v6", "2001:db8:42::/48"),
             denied_by: &[],
         },
         PolicyCase {
+            name: "write role on a production project",
+            project: PROJECT,
+            body: update_body(CAROL, "jit_support", two_hours, "allowed_cidrs", "10.20.0.0/16"),
+            denied_by: &["production-read-only-roles"],
+        },
+        PolicyCase {
+            name: "member without MFA",
+            project: PROJECT,
+            body: update_body(BOB, "jit_readonly", two_hours, "allowed_cidrs", "10.20.0.0/16"),
+            denied_by: &["target-user-has-mfa"],
+        },
+        PolicyCase {
+            name: "user outside the organization",
+            project: PROJECT,
+            body: update_body(ERIN, "jit_readonly", two_hours, "allowed_cidrs", "10.20.0.0/16"),
+            denied_by: &["target-user-has-mfa", "target-user-is-member"],
+        },
+        PolicyCase {
+            name: "INACTIVE project",
+            project: INACTIVE_PROJECT,
+            body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs", "10.20.0.0/16"),
+            denied_by: &["project-is-healthy"],
+        },
+        PolicyCase {
             name: "superuser role",
+            project: PROJECT,
             body: update_body(CAROL, "postgres", two_hours, "allowed_cidrs", "10.20.0.0/16"),
-            denied_by: &["deny-superuser-roles", "roles-allow-list"],
+            denied_by: &["deny-superuser-roles", "production-read-only-roles", "roles-allow-list"],
         },
         PolicyCase {
             name: "unlisted role",
+            project: PROJECT,
             body: update_body(CAROL, "analyst", two_hours, "allowed_cidrs", "10.20.0.0/16"),
-            denied_by: &["roles-allow-list"],
+            denied_by: &["production-read-only-roles", "roles-allow-list"],
         },
         PolicyCase {
             name: "no expiry",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", None, "allowed_cidrs", "10.20.0.0/16"),
             denied_by: &["expiry-required"],
         },
         PolicyCase {
             name: "9 hours",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", Some(hours_from_now(9)), "allowed_cidrs", "10.20.0.0/16"),
             denied_by: &["expiry-at-most-8-hours"],
         },
         PolicyCase {
             name: "IPv4 range outside the permitted ones",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs", "198.51.100.0/24"),
             denied_by: &["networks-within-permitted-ranges"],
         },
         PolicyCase {
             name: "IPv6 range outside the permitted ones",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs_v6", "2001:db9::/32"),
             denied_by: &["networks-within-permitted-ranges"],
         },
         PolicyCase {
             name: "open IPv4 range",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs", "0.0.0.0/0"),
             denied_by: &["deny-open-ranges", "networks-within-permitted-ranges"],
         },
         PolicyCase {
             name: "open IPv6 range",
+            project: PROJECT,
             body: update_body(CAROL, "jit_readonly", two_hours, "allowed_cidrs_v6", "::/0"),
             denied_by: &["deny-open-ranges", "networks-within-permitted-ranges"],
         },
@@ -73,12 +108,13 @@ fn update_cases() -> Vec<PolicyCase> {
 async fn update_guardrails_decide_before_supabase() {
     let mut harness = Harness::start().await;
     let update = harness.spawn("update-jit-access", &[]).await;
-    let path = format!("/v1/projects/{PROJECT}/database/jit");
 
     for case in update_cases() {
-        let before = harness.stand_in.request_count();
-        let response = harness.invoke(update, rest_event("PUT", &path, &[("ref", PROJECT)], Some(&case.body))).await;
-        let sent = harness.stand_in.request_count() - before;
+        let path = format!("/v1/projects/{}/database/jit", case.project);
+        let before = harness.upstream_calls("PUT");
+        let response =
+            harness.invoke(update, rest_event("PUT", &path, &[("ref", case.project)], Some(&case.body))).await;
+        let sent = harness.upstream_calls("PUT") - before;
         if case.denied_by.is_empty() {
             assert_eq!(response.status, 200, "{}: {}", case.name, response.body_text);
             assert_eq!(sent, 1, "{}: one upstream call", case.name);
@@ -93,12 +129,12 @@ async fn update_guardrails_decide_before_supabase() {
     let decisions = harness.decision_logs();
     assert_eq!(decisions.len(), update_cases().len(), "one decision log line per request");
     let denied = decisions.iter().filter(|decision| decision["decision"] == "deny").count();
-    assert_eq!(denied, 8);
+    assert_eq!(denied, 12);
     for decision in &decisions {
         assert_eq!(decision["caller"], CALLER_ARN);
         assert_eq!(decision["action"], "UpdateJitAccess");
-        assert_eq!(decision["resource"], PROJECT);
-        assert_eq!(decision["target_user"], CAROL);
+        assert!(decision["project_ref"].is_string(), "project ref is logged: {decision}");
+        assert!(decision["target_user"].is_string(), "target user is logged: {decision}");
         assert!(decision["policy_ids"].is_string(), "policy ids are logged: {decision}");
     }
     harness.assert_token_never_leaked();
@@ -117,10 +153,10 @@ async fn authorize_guardrails_check_remote_host() {
         (r#"{"role":"postgres","rhost":"10.0.0.20"}"#, 403),
     ];
     for (body, status) in cases {
-        let before = harness.stand_in.request_count();
+        let before = harness.upstream_calls("POST");
         let response = harness.invoke(authorize, url_event("POST", &path, Some(body))).await;
         assert_eq!(response.status, status, "{body}: {}", response.body_text);
-        let sent = harness.stand_in.request_count() - before;
+        let sent = harness.upstream_calls("POST") - before;
         assert_eq!(sent, usize::from(status == 200), "{body}: upstream calls");
     }
 }
@@ -151,4 +187,18 @@ async fn broken_policy_fails_closed_at_init() {
         }
     }
     assert_eq!(harness.stand_in.request_count(), 0);
+}
+
+#[tokio::test]
+async fn lookups_are_cached_per_container() {
+    let mut harness = Harness::start().await;
+    let update = harness.spawn("update-jit-access", &[]).await;
+    let path = format!("/v1/projects/{PROJECT}/database/jit");
+    for _ in 0..5 {
+        let body = update_body(CAROL, "jit_readonly", Some(hours_from_now(2)), "allowed_cidrs", "10.20.0.0/16");
+        let response = harness.invoke(update, url_event("PUT", &path, Some(&body))).await;
+        assert_eq!(response.status, 200, "{}", response.body_text);
+    }
+    assert_eq!(harness.upstream_calls("PUT"), 5);
+    assert_eq!(harness.upstream_calls("GET"), 2, "one project and one member lookup: {:?}", harness.stand_in.requests());
 }

@@ -71,14 +71,19 @@ async fn every_route_happy_path_rest_v1() {
             format!("GET /v1/organizations/{ORGANIZATION}/members"),
             "GET /v1/projects".to_owned(),
             format!("GET /v1/projects/{PROJECT}"),
+            // authorize-jit-access looks the project up for its policies.
+            format!("GET /v1/projects/{PROJECT}"),
             format!("POST /v1/projects/{PROJECT}/database/jit"),
+            // update-jit-access also looks up the target user's membership.
+            format!("GET /v1/projects/{PROJECT}"),
+            format!("GET /v1/organizations/{ORGANIZATION}/members"),
             format!("PUT /v1/projects/{PROJECT}/database/jit"),
             format!("GET /v1/projects/{PROJECT}/database/jit/list"),
             format!("DELETE /v1/projects/{PROJECT}/database/jit/{BOB}"),
         ]
     );
     // The update went out in the spec's shape: `roles`, seconds, canonical CIDR.
-    let sent = harness.stand_in.requests()[4].body.clone().unwrap();
+    let sent = harness.stand_in.requests()[7].body.clone().unwrap();
     assert_eq!(sent["roles"][0]["expires_at"], expires_at);
     assert!(sent.get("user_roles").is_none());
     harness.assert_token_never_leaked();
@@ -88,7 +93,7 @@ async fn every_route_happy_path_rest_v1() {
 async fn every_route_through_function_urls() {
     let mut harness = Harness::start().await;
     let expires_at = hours_from_now(1);
-    let update = update_body(CAROL, "jit_support", Some(expires_at), "allowed_cidrs", "10.20.0.0/16");
+    let update = update_body(CAROL, "jit_readonly", Some(expires_at), "allowed_cidrs", "10.20.0.0/16");
     let cases: [(&str, &'static str, String, Option<String>); 7] = [
         ("list-organization-members", "GET", format!("/v1/organizations/{ORGANIZATION}/members"), None),
         ("list-projects", "GET", "/v1/projects".into(), None),
@@ -108,7 +113,8 @@ async fn every_route_through_function_urls() {
         let response = harness.invoke(handle, url_event(method, &path, body.as_deref())).await;
         assert_eq!(response.status, 200, "{name}: {}", response.body_text);
     }
-    assert_eq!(harness.stand_in.request_count(), 7);
+    // The seven calls, plus the lookups of authorize (project) and update (project, members).
+    assert_eq!(harness.stand_in.request_count(), 10);
     harness.assert_token_never_leaked();
 }
 
@@ -161,13 +167,12 @@ async fn every_route_error_case() {
     assert_eq!(response.status, 403);
     assert_eq!(response.body["code"], "jit_access_not_granted");
 
-    // A denied update never leaves the function.
+    // A denied update sends no write.
     let update = harness.spawn("update-jit-access", &[]).await;
-    let count_before = harness.stand_in.request_count();
     let body = update_body(CAROL, "postgres", Some(hours_from_now(1)), "allowed_cidrs", "10.20.0.0/16");
     let response = harness.invoke(update, url_event("PUT", &path, Some(&body))).await;
     assert_eq!(response.status, 403);
-    assert_eq!(harness.stand_in.request_count(), count_before);
+    assert_eq!(harness.upstream_calls("PUT"), 0);
 
     // A token Supabase no longer accepts: the secret is read again once, then 502.
     let projects = harness.spawn("list-projects", &[]).await;

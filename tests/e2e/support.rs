@@ -18,9 +18,13 @@ pub const SECRET_NAME: &str = "jit-guard/supabase-token";
 pub const PROJECT: &str = "abcdefghijklmnopqrst";
 pub const UNKNOWN_PROJECT: &str = "qqqqqqqqqqqqqqqqqqqq";
 pub const ORGANIZATION: &str = "acme-security";
-/// Seeded organization members: alice owns the token, bob and carol hold or receive grants.
+/// Seeded organization members: alice owns the token, bob (no MFA) and carol hold or receive grants.
 pub const BOB: &str = "22222222-2222-4222-8222-222222222222";
 pub const CAROL: &str = "33333333-3333-4333-8333-333333333333";
+/// A member of another organization.
+pub const ERIN: &str = "44444444-4444-4444-8444-444444444444";
+/// An INACTIVE project of the same organization.
+pub const INACTIVE_PROJECT: &str = "bcdefghijklmnopqrstu";
 pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:role/persona-workflows";
 
 pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -129,7 +133,22 @@ impl Harness {
         }
     }
 
-    /// The log lines of access decisions, parsed.
+    /// Counts the stand-in requests with this method; lookups are GETs, so
+    /// `PUT`, `POST` and `DELETE` count the operation calls alone.
+    pub fn upstream_calls(&self, method: &str) -> usize {
+        self.stand_in.requests().iter().filter(|request| request.method == method).count()
+    }
+
+    /// Parses the audit records the functions printed.
+    pub fn audit_records(&self) -> Vec<Value> {
+        self.function_logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|record| record["audit_record"] == "access_decision")
+            .collect()
+    }
+
+    /// Parses the log lines of access decisions.
     pub fn decision_logs(&self) -> Vec<Value> {
         self.function_logs()
             .iter()
@@ -179,8 +198,13 @@ pub fn rest_event(method: &'static str, path: &str, parameters: &[(&str, &str)],
 }
 
 /// A function URL event: no path parameters, so the function matches the raw path.
+/// A `?name=value` query on `path` becomes the event's query string.
 pub fn url_event(method: &'static str, path: &str, body: Option<&str>) -> Value {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let mut spec = EventSpec::new(method, path).caller(Caller::IamUser(CALLER_ARN.into()));
+    for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        spec = spec.query_parameter(name, value);
+    }
     if let Some(body) = body {
         spec = spec.body(body).header("content-type", "application/json");
     }
