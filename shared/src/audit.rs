@@ -1,6 +1,6 @@
 //! The audit record: one JSON line on stdout per access decision, allow or
 //! deny, dry-run or not, written after the upstream call so it carries the
-//! outcome. It holds ids and the normalized request, never the token.
+//! outcome. It contains ids and the normalized request, never the token.
 
 use std::io::Write;
 

@@ -30,7 +30,7 @@ pub struct TargetUser {
 }
 
 impl TargetUser {
-    /// The Cedar record of the `TargetUser` schema type.
+    /// Builds the Cedar record of the `TargetUser` schema type.
     pub fn to_context(&self) -> Value {
         let mut record = serde_json::json!({ "is_member": self.is_member });
         if let Some(role_name) = &self.role_name {
