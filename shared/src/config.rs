@@ -4,10 +4,14 @@
 //! |---|---|---|
 //! | `SUPABASE_API_URL` | base URL of the Management API; `http` only for loopback hosts | `https://api.supabase.com` |
 //! | `SUPABASE_TOKEN_SECRET_ID` | Secrets Manager secret ARN or name holding the token | none |
+//! | `SUPABASE_TOKEN_TTL_SECONDS` | seconds before the token secret is read again; a failed read keeps the cached token | 900 |
 //! | `SUPABASE_ACCESS_TOKEN` | the token itself, for local runs, used only without a secret id | none |
 //! | `SUPABASE_CONNECT_TIMEOUT_MS` | connect timeout to Supabase, milliseconds | 3000 |
 //! | `SUPABASE_TIMEOUT_MS` | total timeout of one Supabase call, milliseconds | 10000 |
+//! | `SUPABASE_MAX_RETRIES` | retries of a Supabase call after 5xx, connection errors or 429, 0 to 5 | 2 |
 //! | `JIT_GUARD_FACTS_TTL_SECONDS` | seconds a looked-up project or member list is reused; 0 turns the cache off | 30 |
+//! | `PERSONA_SIGNING_SECRET_ID` | secret holding Persona's signing secret; when set, every request must carry a valid `Persona-Signature` | none |
+//! | `PERSONA_SIGNATURE_TOLERANCE_SECONDS` | maximum age of a signature's timestamp, either way | 300 |
 //! | `JIT_GUARD_POLICY_DIR` | folder with `schema.cedarschema` and `policies.cedar` replacing the compiled-in defaults | none |
 
 use std::net::IpAddr;
@@ -22,6 +26,13 @@ const DEFAULT_API_URL: &str = "https://api.supabase.com";
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_FACTS_TTL_SECONDS: u64 = 30;
+const DEFAULT_MAX_RETRIES: u32 = 2;
+/// Five minutes: room for clock skew and a retry, short enough to limit replays.
+const DEFAULT_SIGNATURE_TOLERANCE_SECONDS: u64 = 300;
+/// Rotation is also caught by the re-read after a 401; the TTL bounds how long a revoked token is used.
+const DEFAULT_TOKEN_TTL_SECONDS: u64 = 900;
+/// More retries than this would spend a Lambda's whole time budget on one failing call.
+const MAX_RETRIES: u32 = 5;
 /// A project's status or a member's MFA can change; an hour bounds how stale a decision's facts get.
 const MAX_FACTS_TTL_SECONDS: u64 = 3_600;
 /// Upper bound of both timeouts: API Gateway stops waiting for a Lambda after 29 seconds.
@@ -57,6 +68,11 @@ pub struct Config {
     pub request_timeout: Duration,
     pub policy_dir: Option<PathBuf>,
     pub facts_ttl: Duration,
+    pub max_retries: u32,
+    pub token_ttl: Duration,
+    /// Secret id of Persona's signing secret; `None` turns signature checks off.
+    pub signing_secret_id: Option<String>,
+    pub signature_tolerance: Duration,
 }
 
 impl Config {
@@ -72,7 +88,9 @@ impl Config {
         let supabase_api_url = parse_api_url(non_empty("SUPABASE_API_URL").as_deref().unwrap_or(DEFAULT_API_URL))?;
 
         let token_source = match (non_empty("SUPABASE_TOKEN_SECRET_ID"), non_empty("SUPABASE_ACCESS_TOKEN")) {
-            (Some(secret_id), _) => TokenSource::SecretsManager { secret_id: parse_secret_id(&secret_id)? },
+            (Some(secret_id), _) => {
+                TokenSource::SecretsManager { secret_id: parse_secret_id("SUPABASE_TOKEN_SECRET_ID", &secret_id)? }
+            }
             (None, Some(token)) => TokenSource::Environment(AccessToken::parse(token.trim()).ok_or_else(|| {
                 ConfigError::new("SUPABASE_ACCESS_TOKEN", "contains whitespace or control characters; set the bare token")
             })?),
@@ -88,8 +106,43 @@ impl Config {
         let request_timeout = parse_millis(&lookup, "SUPABASE_TIMEOUT_MS", DEFAULT_TIMEOUT_MS)?;
         let policy_dir = non_empty("JIT_GUARD_POLICY_DIR").map(PathBuf::from);
         let facts_ttl = parse_facts_ttl(non_empty("JIT_GUARD_FACTS_TTL_SECONDS"))?;
+        let max_retries = match non_empty("SUPABASE_MAX_RETRIES") {
+            None => DEFAULT_MAX_RETRIES,
+            Some(value) => value.trim().parse::<u32>().ok().filter(|retries| *retries <= MAX_RETRIES).ok_or_else(|| {
+                ConfigError::new("SUPABASE_MAX_RETRIES", format!("{value:?} is not a whole number from 0 to {MAX_RETRIES}"))
+            })?,
+        };
 
-        Ok(Self { supabase_api_url, token_source, connect_timeout, request_timeout, policy_dir, facts_ttl })
+        let token_ttl = match non_empty("SUPABASE_TOKEN_TTL_SECONDS") {
+            None => Duration::from_secs(DEFAULT_TOKEN_TTL_SECONDS),
+            Some(value) => value.trim().parse::<u64>().ok().filter(|seconds| (1..=86_400).contains(seconds)).map(Duration::from_secs).ok_or_else(|| {
+                ConfigError::new("SUPABASE_TOKEN_TTL_SECONDS", format!("{value:?} is not a whole number of seconds from 1 to 86400"))
+            })?,
+        };
+
+        let signing_secret_id = match non_empty("PERSONA_SIGNING_SECRET_ID") {
+            Some(secret_id) => Some(parse_secret_id("PERSONA_SIGNING_SECRET_ID", &secret_id)?),
+            None => None,
+        };
+        let signature_tolerance = match non_empty("PERSONA_SIGNATURE_TOLERANCE_SECONDS") {
+            None => Duration::from_secs(DEFAULT_SIGNATURE_TOLERANCE_SECONDS),
+            Some(value) => value.trim().parse::<u64>().ok().filter(|seconds| (1..=3_600).contains(seconds)).map(Duration::from_secs).ok_or_else(|| {
+                ConfigError::new("PERSONA_SIGNATURE_TOLERANCE_SECONDS", format!("{value:?} is not a whole number of seconds from 1 to 3600"))
+            })?,
+        };
+
+        Ok(Self {
+            signing_secret_id,
+            signature_tolerance,
+            supabase_api_url,
+            token_source,
+            connect_timeout,
+            request_timeout,
+            policy_dir,
+            facts_ttl,
+            max_retries,
+            token_ttl,
+        })
     }
 }
 
@@ -115,7 +168,7 @@ fn parse_api_url(value: &str) -> Result<Url, ConfigError> {
     }
 }
 
-fn parse_secret_id(value: &str) -> Result<String, ConfigError> {
+fn parse_secret_id(variable: &'static str, value: &str) -> Result<String, ConfigError> {
     let value = value.trim();
     // Secret names use letters, digits and /_+=.@-; ARNs add ':'. The limit is Secrets Manager's.
     let valid = value.len() <= 2048
@@ -123,10 +176,7 @@ fn parse_secret_id(value: &str) -> Result<String, ConfigError> {
     if valid {
         Ok(value.to_owned())
     } else {
-        Err(ConfigError::new(
-            "SUPABASE_TOKEN_SECRET_ID",
-            "must be a secret ARN or name of at most 2048 characters from letters, digits and /_+=.@-:",
-        ))
+        Err(ConfigError::new(variable, "must be a secret ARN or name of at most 2048 characters from letters, digits and /_+=.@-:"))
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::policy::Denial;
+use crate::signature::SignatureError;
 use crate::supabase::UpstreamError;
 use crate::token::TokenError;
 
@@ -56,6 +57,12 @@ pub enum Error {
 
     #[error(transparent)]
     Token(#[from] TokenError),
+
+    #[error("invalid request signature: {0}")]
+    InvalidSignature(SignatureError),
+
+    #[error("signing secret unavailable: {0}")]
+    SigningSecret(TokenError),
 }
 
 impl Error {
@@ -69,6 +76,8 @@ impl Error {
             Error::JitAccessNotGranted => "jit_access_not_granted",
             Error::Upstream(upstream) => upstream.code(),
             Error::Token(_) => "token_unavailable",
+            Error::InvalidSignature(_) => "invalid_signature",
+            Error::SigningSecret(_) => "signing_secret_unavailable",
         }
     }
 
@@ -81,6 +90,8 @@ impl Error {
             Error::JitAccessNotGranted => 403,
             Error::Upstream(upstream) => upstream.status(),
             Error::Token(_) => 503,
+            Error::InvalidSignature(_) => 401,
+            Error::SigningSecret(_) => 503,
         }
     }
 
@@ -93,6 +104,8 @@ impl Error {
             Error::JitAccessNotGranted => "JIT access not granted",
             Error::Upstream(upstream) => upstream.title(),
             Error::Token(_) => "Supabase access token unavailable",
+            Error::InvalidSignature(_) => "Invalid request signature",
+            Error::SigningSecret(_) => "Signing secret unavailable",
         }
     }
 
@@ -116,6 +129,8 @@ impl Error {
             }
             Error::Upstream(upstream) => upstream.detail(),
             Error::Token(error) => error.detail(),
+            Error::InvalidSignature(error) => error.detail().to_owned(),
+            Error::SigningSecret(error) => error.detail(),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError, TokenSource};
 use crate::operations::App;
 use crate::policy::{Action, Guard, PolicyLoadError};
 use crate::supabase::{ClientSettings, SupabaseClient};
+use crate::signature::SignatureVerifier;
 use crate::token::{AwsSecretStore, TokenProvider};
 
 /// Cause of a failed init. Init stops, so no request is served.
@@ -55,7 +56,7 @@ pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
 
     let tokens = match &config.token_source {
         TokenSource::SecretsManager { secret_id } => {
-            TokenProvider::secret(secret_id.clone(), Box::new(AwsSecretStore::from_environment().await))
+            TokenProvider::secret(secret_id.clone(), Box::new(AwsSecretStore::from_environment().await), config.token_ttl)
         }
         TokenSource::Environment(token) => {
             tracing::warn!("the Supabase access token comes from SUPABASE_ACCESS_TOKEN; use SUPABASE_TOKEN_SECRET_ID outside local runs");
@@ -66,6 +67,7 @@ pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
         base_url: config.supabase_api_url.clone(),
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
+        max_retries: config.max_retries,
     };
     let supabase = SupabaseClient::new(&settings, tokens)?;
 
@@ -77,7 +79,14 @@ pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
         supabase_api_url = %config.supabase_api_url,
         "init complete"
     );
-    Ok(App::new(guard, supabase, config.facts_ttl))
+    let mut app = App::new(guard, supabase, config.facts_ttl);
+    if let Some(secret_id) = &config.signing_secret_id {
+        let store = Box::new(AwsSecretStore::from_environment().await);
+        app = app.with_signature_verifier(SignatureVerifier::new(secret_id.clone(), store, config.signature_tolerance));
+    } else {
+        tracing::warn!("PERSONA_SIGNING_SECRET_ID is not set, so requests are not checked for a Persona signature");
+    }
+    Ok(app)
 }
 
 /// Runs the function for `action` until the Lambda runtime stops it.

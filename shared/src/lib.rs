@@ -12,6 +12,7 @@
 //! - [`policy`]: the Cedar schema and policies, and decisions.
 //! - [`facts`]: project and membership lookups for decisions, cached per container.
 //! - [`audit`]: the audit record of every decision.
+//! - [`signature`]: verification of Persona's signed requests.
 //! - [`token`]: the access token from Secrets Manager, cached and refreshed.
 //! - [`supabase`]: the Management API port and its reqwest adapter.
 //! - [`operations`]: the seven operations as steps.
@@ -27,6 +28,7 @@ pub mod lambda;
 pub mod operations;
 pub mod policy;
 pub mod request;
+pub mod signature;
 pub mod supabase;
 pub mod token;
 pub mod validate;

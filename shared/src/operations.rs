@@ -4,12 +4,12 @@
 //! is an allow, and never in a dry run.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::header::CONTENT_TYPE;
 use ipnet::IpNet;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
@@ -17,7 +17,8 @@ use crate::error::{Error, FieldError};
 use crate::facts::{FactCache, ProjectFacts, TargetUser};
 use crate::policy::{Action, Decision, Denial, Guard, Resource};
 use crate::request::{Call, Route, read_call};
-use crate::supabase::{ManagementApi, UpstreamError, UpstreamResponse};
+use crate::signature::{SignatureVerifier, VerifyError};
+use crate::supabase::{DEADLINE, ManagementApi, UpstreamError, UpstreamResponse};
 use crate::validate::{OrganizationSlug, ProjectRef, UpdateJitAccess, UserId, parse_authorize_body, parse_update_body};
 
 /// The route each operation serves: the same paths as Supabase's Management API v1.
@@ -39,6 +40,7 @@ pub struct App<M> {
     guard: Guard,
     supabase: M,
     facts: FactCache,
+    signatures: Option<SignatureVerifier>,
     clock: fn() -> DateTime<Utc>,
 }
 
@@ -52,7 +54,13 @@ struct Verdict {
 impl<M: ManagementApi> App<M> {
     /// Builds the app; looked-up project and member facts are reused for `facts_ttl`.
     pub fn new(guard: Guard, supabase: M, facts_ttl: Duration) -> Self {
-        Self { guard, supabase, facts: FactCache::new(facts_ttl), clock: Utc::now }
+        Self { guard, supabase, facts: FactCache::new(facts_ttl), signatures: None, clock: Utc::now }
+    }
+
+    /// Requires every request to carry a valid Persona signature.
+    pub fn with_signature_verifier(mut self, verifier: SignatureVerifier) -> Self {
+        self.signatures = Some(verifier);
+        self
     }
 
     /// Replaces the clock, for tests of expiry rules.
@@ -71,8 +79,21 @@ impl<M: ManagementApi> App<M> {
             }
         };
 
+        // An unsigned or wrongly signed request reaches neither Cedar nor Supabase.
+        if let Some(verifier) = &self.signatures
+            && let Err(error) = verifier.verify(call.signature.as_deref(), &call.body, (self.clock)().timestamp()).await
+        {
+            let error = match error {
+                VerifyError::Signature(signature) => Error::InvalidSignature(signature),
+                VerifyError::Secret(secret) => Error::SigningSecret(secret),
+            };
+            tracing::warn!(action = %action, caller = %call.caller, code = error.code(), error = %error, "request signature rejected");
+            return error.into_response(call.request_id.as_deref());
+        }
+
         let mut audit = None;
-        let result = self.dispatch(action, &call, &mut audit).await;
+        let deadline = lambda_deadline(&request);
+        let result = DEADLINE.scope(deadline, self.dispatch(action, &call, &mut audit)).await;
         if let Some(mut record) = audit {
             if let Err(Error::Upstream(upstream)) = &result {
                 record.upstream_status = upstream.upstream_status();
@@ -387,6 +408,17 @@ impl<M: ManagementApi> App<M> {
         });
         json_response(UpstreamResponse { status: 200, body: report })
     }
+}
+
+/// Finds the instant the invocation must answer by, from the Lambda context;
+/// without one (unit tests), a minute from now.
+fn lambda_deadline(request: &Request) -> Instant {
+    let now = Instant::now();
+    let left = request
+        .lambda_context_ref()
+        .map(|context| context.deadline().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::from_secs(60));
+    now + left
 }
 
 /// Writes the one log line of an access decision.

@@ -57,6 +57,8 @@ pub struct Call {
     pub api_request_id: Option<String>,
     /// `?dry_run=true`: decide and report, but send no write.
     pub dry_run: bool,
+    /// The `Persona-Signature` header, when present.
+    pub signature: Option<String>,
 }
 
 impl Call {
@@ -88,7 +90,12 @@ pub fn read_call(request: &Request, route: Route) -> Result<Call, Error> {
     let dry_run = dry_run(request, route)?;
     let (caller, api_request_id) = caller_and_request_id(request.request_context_ref());
     let request_id = request.lambda_context_ref().map(|context| context.request_id.clone());
-    Ok(Call { path_parameters, body, caller, request_id, api_request_id, dry_run })
+    let signature = request
+        .headers()
+        .get(crate::signature::SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    Ok(Call { path_parameters, body, caller, request_id, api_request_id, dry_run, signature })
 }
 
 /// Reads `?dry_run=`, which only mutating routes accept.

@@ -193,6 +193,38 @@ pub struct ClientSettings {
     pub base_url: Url,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Retries after the first attempt, for 5xx answers, connection errors and waits on 429.
+    pub max_retries: u32,
+}
+
+/// First retry delay; each further retry doubles it, up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Time kept back from the Lambda deadline to build and send the response.
+const RESPONSE_MARGIN: Duration = Duration::from_millis(300);
+/// Shortest attempt worth starting; below it the call fails as a timeout instead.
+const MIN_ATTEMPT: Duration = Duration::from_millis(50);
+
+tokio::task_local! {
+    /// The instant the current invocation must have answered by, from the Lambda context.
+    pub static DEADLINE: Instant;
+}
+
+/// Time left for Supabase calls in this invocation, after the response margin.
+fn remaining() -> Option<Duration> {
+    DEADLINE.try_with(|deadline| deadline.saturating_duration_since(Instant::now()).saturating_sub(RESPONSE_MARGIN)).ok()
+}
+
+/// Capped exponential backoff with full jitter: a random wait up to the capped delay.
+fn backoff(retry: u32) -> Duration {
+    let capped = BASE_BACKOFF.saturating_mul(2u32.saturating_pow(retry)).min(MAX_BACKOFF);
+    capped.mul_f64(fastrand::f64())
+}
+
+/// One attempt's result, before the retry decision.
+enum Attempt {
+    Done(reqwest::Response),
+    Failed(UpstreamError),
 }
 
 /// The Supabase Management API over HTTPS.
@@ -200,6 +232,8 @@ pub struct SupabaseClient {
     http: reqwest::Client,
     base_url: String,
     tokens: TokenProvider,
+    request_timeout: Duration,
+    max_retries: u32,
 }
 
 impl SupabaseClient {
@@ -211,10 +245,20 @@ impl SupabaseClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let base_url = settings.base_url.as_str().trim_end_matches('/').to_owned();
-        Ok(Self { http, base_url, tokens })
+        Ok(Self {
+            http,
+            base_url,
+            tokens,
+            request_timeout: settings.request_timeout,
+            max_retries: settings.max_retries,
+        })
     }
 
-    /// Sends one call; after a 401 reads the token secret again and retries once.
+    /// Sends one call. Every call the bundle makes is idempotent (GET, PUT,
+    /// DELETE and the read-only authorize POST), so 5xx answers and connection
+    /// errors are retried with backoff, and a 429 is waited out when its reset
+    /// fits in the invocation's remaining time. After a 401 the token secret
+    /// is read again and the call retried once.
     async fn call(
         &self,
         operation: &'static str,
@@ -223,22 +267,42 @@ impl SupabaseClient {
         body: Option<Value>,
         shape: Shape,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let token = self.tokens.token().await?;
-        let mut response = self.send(operation, &method, path, body.as_ref(), &token).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            tracing::warn!(operation, "supabase rejected the access token, reading the secret again");
-            let token = self.tokens.refresh(&token).await?;
-            response = self.send(operation, &method, path, body.as_ref(), &token).await?;
-            if response.status() == StatusCode::UNAUTHORIZED {
-                tracing::error!(operation, "supabase rejected the access token after a fresh read");
-                return Err(UpstreamError::Unauthorized);
+        let mut token = self.tokens.token().await?;
+        let mut refreshed = false;
+        let mut retry = 0;
+        let response = loop {
+            let failure = match self.send(operation, &method, path, body.as_ref(), &token).await {
+                Attempt::Done(response) if response.status() == StatusCode::UNAUTHORIZED && !refreshed => {
+                    tracing::warn!(operation, "supabase rejected the access token, reading the secret again");
+                    token = self.tokens.refresh(&token).await?;
+                    refreshed = true;
+                    continue;
+                }
+                Attempt::Done(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                    tracing::error!(operation, "supabase rejected the access token after a fresh read");
+                    return Err(UpstreamError::Unauthorized);
+                }
+                Attempt::Done(response) if response.status().is_success() => break response,
+                Attempt::Done(response) => classify_failure(operation, &response),
+                Attempt::Failed(error) => error,
+            };
+
+            let wait = match &failure {
+                UpstreamError::RateLimited { retry_after_seconds } => Duration::from_secs(*retry_after_seconds),
+                UpstreamError::ServerError { .. } | UpstreamError::Unavailable => backoff(retry),
+                _ => return Err(failure),
+            };
+            // Without a Lambda deadline (unit tests), the call timeout bounds the wait.
+            let fits = wait + MIN_ATTEMPT <= remaining().unwrap_or(self.request_timeout);
+            if retry >= self.max_retries || !fits {
+                return Err(failure);
             }
-        }
+            retry += 1;
+            tracing::warn!(operation, retry, wait_ms = wait.as_millis() as u64, code = failure.code(), "retrying supabase call");
+            tokio::time::sleep(wait).await;
+        };
 
         let status = response.status();
-        if !status.is_success() {
-            return Err(classify_failure(operation, &response));
-        }
         let bytes = response.bytes().await.map_err(|error| {
             tracing::error!(operation, error = %error, "reading the supabase response failed");
             if error.is_timeout() { UpstreamError::Timeout } else { UpstreamError::Unavailable }
@@ -247,6 +311,7 @@ impl SupabaseClient {
         Ok(UpstreamResponse { status: status.as_u16(), body })
     }
 
+    /// Sends one attempt, bounded by the call timeout and the invocation's remaining time.
     async fn send(
         &self,
         operation: &'static str,
@@ -254,9 +319,21 @@ impl SupabaseClient {
         path: &str,
         body: Option<&Value>,
         token: &AccessToken,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Attempt {
+        let timeout = match remaining() {
+            Some(left) if left < MIN_ATTEMPT => {
+                tracing::error!(operation, method = %method, path, "no time left in the invocation for a supabase call");
+                return Attempt::Failed(UpstreamError::Timeout);
+            }
+            Some(left) => left.min(self.request_timeout),
+            None => self.request_timeout,
+        };
         let started = Instant::now();
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base_url)).bearer_auth(token.expose());
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .bearer_auth(token.expose())
+            .timeout(timeout);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -265,12 +342,12 @@ impl SupabaseClient {
         match result {
             Ok(response) => {
                 tracing::info!(operation, method = %method, path, status = response.status().as_u16(), elapsed_ms, "supabase call");
-                Ok(response)
+                Attempt::Done(response)
             }
             Err(error) => {
                 // reqwest errors name the URL, never the headers, so the token stays out.
                 tracing::error!(operation, method = %method, path, elapsed_ms, error = %error, "supabase call failed");
-                Err(if error.is_timeout() { UpstreamError::Timeout } else { UpstreamError::Unavailable })
+                Attempt::Failed(if error.is_timeout() { UpstreamError::Timeout } else { UpstreamError::Unavailable })
             }
         }
     }
@@ -395,6 +472,26 @@ mod tests {
         assert!(decode("get-project", br#"{"name":"x"}"#, Shape::Object(&["ref"])).is_err());
         assert!(decode("list-projects", b"<html>", Shape::Array).is_err());
         assert!(decode("list-projects", b"", Shape::Array).is_err());
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for retry in 0..20 {
+            let wait = backoff(retry);
+            assert!(wait <= MAX_BACKOFF, "retry {retry} waits {wait:?}");
+            assert!(wait <= BASE_BACKOFF * 2u32.saturating_pow(retry), "retry {retry} waits {wait:?}");
+        }
+        let waits: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(3)).collect();
+        assert!(waits.len() > 1, "jitter varies the wait");
+    }
+
+    #[tokio::test]
+    async fn remaining_time_follows_deadline() {
+        assert_eq!(remaining(), None);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let left = DEADLINE.scope(deadline, async { remaining() }).await.unwrap();
+        assert!(left <= Duration::from_secs(2) - RESPONSE_MARGIN);
+        assert!(left > Duration::from_secs(1));
     }
 
     #[test]

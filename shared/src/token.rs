@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::Mutex;
@@ -78,12 +79,10 @@ impl TokenError {
                     SecretStoreFailure::NoSecretString => "it has no SecretString; store the token as a string",
                     SecretStoreFailure::Other => "Secrets Manager returned an error; see the function's log",
                 };
-                format!("The Supabase access token secret {secret_id} could not be read: {fix}.")
+                format!("The secret {secret_id} could not be read: {fix}.")
             }
             TokenError::InvalidSecret { secret_id, reason } => {
-                format!(
-                    "The secret {secret_id} holds no usable Supabase access token ({reason}); store the bare token or JSON with an access_token field."
-                )
+                format!("The secret {secret_id} contains no usable value ({reason}); see the README for its format.")
             }
         }
     }
@@ -165,28 +164,41 @@ pub fn token_from_secret_string(secret_id: &str, secret: &str) -> Result<AccessT
 pub enum TokenProvider {
     /// `SUPABASE_ACCESS_TOKEN`, for local runs.
     Environment(AccessToken),
-    /// A Secrets Manager secret, read on first use and again after a 401.
-    Secret { secret_id: String, store: Box<dyn SecretStore>, cached: Mutex<Option<AccessToken>> },
+    /// A Secrets Manager secret, read on first use, again once `ttl` has
+    /// passed, and again after a 401.
+    Secret { secret_id: String, store: Box<dyn SecretStore>, ttl: Duration, cached: Mutex<Option<(AccessToken, Instant)>> },
 }
 
 impl TokenProvider {
-    pub fn secret(secret_id: String, store: Box<dyn SecretStore>) -> Self {
-        TokenProvider::Secret { secret_id, store, cached: Mutex::new(None) }
+    pub fn secret(secret_id: String, store: Box<dyn SecretStore>, ttl: Duration) -> Self {
+        TokenProvider::Secret { secret_id, store, ttl, cached: Mutex::new(None) }
     }
 
-    /// Returns the cached token, reading the secret on first use.
+    /// Returns the cached token, reading the secret on first use or once the
+    /// cache is older than its TTL. A failed read of an expired cache keeps
+    /// the cached token, so a Secrets Manager outage does not stop a warm container.
     pub async fn token(&self) -> Result<AccessToken, TokenError> {
         match self {
             TokenProvider::Environment(token) => Ok(token.clone()),
-            TokenProvider::Secret { secret_id, store, cached } => {
+            TokenProvider::Secret { secret_id, store, ttl, cached } => {
                 // The lock is held across the read so concurrent first calls read the secret once.
                 let mut cached = cached.lock().await;
-                if let Some(token) = cached.as_ref() {
-                    return Ok(token.clone());
+                let stale = match cached.as_ref() {
+                    Some((token, read_at)) if read_at.elapsed() < *ttl => return Ok(token.clone()),
+                    Some((token, _)) => Some(token.clone()),
+                    None => None,
+                };
+                match (read_token(store.as_ref(), secret_id).await, stale) {
+                    (Ok(token), _) => {
+                        *cached = Some((token.clone(), Instant::now()));
+                        Ok(token)
+                    }
+                    (Err(error), Some(stale)) => {
+                        tracing::warn!(secret_id = %secret_id, error = %error, "reading the token secret failed, keeping the cached token");
+                        Ok(stale)
+                    }
+                    (Err(error), None) => Err(error),
                 }
-                let token = read_token(store.as_ref(), secret_id).await?;
-                *cached = Some(token.clone());
-                Ok(token)
             }
         }
     }
@@ -196,15 +208,15 @@ impl TokenProvider {
     pub async fn refresh(&self, rejected: &AccessToken) -> Result<AccessToken, TokenError> {
         match self {
             TokenProvider::Environment(token) => Ok(token.clone()),
-            TokenProvider::Secret { secret_id, store, cached } => {
+            TokenProvider::Secret { secret_id, store, cached, .. } => {
                 let mut cached = cached.lock().await;
-                if let Some(token) = cached.as_ref()
+                if let Some((token, _)) = cached.as_ref()
                     && token != rejected
                 {
                     return Ok(token.clone());
                 }
                 let token = read_token(store.as_ref(), secret_id).await?;
-                *cached = Some(token.clone());
+                *cached = Some((token.clone(), Instant::now()));
                 Ok(token)
             }
         }
@@ -240,7 +252,33 @@ mod tests {
     fn provider(values: Vec<Result<String, SecretStoreFailure>>) -> (TokenProvider, Arc<AtomicUsize>) {
         let reads = Arc::new(AtomicUsize::new(0));
         let store = FakeStore { values: std::sync::Mutex::new(values), reads: reads.clone() };
-        (TokenProvider::secret("jit/token".into(), Box::new(store)), reads)
+        (TokenProvider::secret("jit/token".into(), Box::new(store), Duration::from_secs(900)), reads)
+    }
+
+    #[tokio::test]
+    async fn expired_cache_survives_store_outage() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let values = vec![Ok("sbp_one".into()), Err(SecretStoreFailure::Unreachable), Ok("sbp_two".into())];
+        let store = FakeStore { values: std::sync::Mutex::new(values), reads: reads.clone() };
+        let provider = TokenProvider::secret("jit/token".into(), Box::new(store), Duration::ZERO);
+        assert_eq!(provider.token().await.unwrap().expose(), "sbp_one");
+        assert_eq!(provider.token().await.unwrap().expose(), "sbp_one", "outage keeps the cached token");
+        assert_eq!(provider.token().await.unwrap().expose(), "sbp_two", "next read replaces it");
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn sdk_errors_are_classified() {
+        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+        use aws_sdk_secretsmanager::error::ErrorMetadata;
+        let service_error = |code: &str| {
+            let error = GetSecretValueError::generic(ErrorMetadata::builder().code(code).build());
+            SdkError::<GetSecretValueError, ()>::service_error(error, ())
+        };
+        assert_eq!(classify_sdk_error(&service_error("ResourceNotFoundException")), SecretStoreFailure::NotFound);
+        assert_eq!(classify_sdk_error(&service_error("AccessDeniedException")), SecretStoreFailure::AccessDenied);
+        assert_eq!(classify_sdk_error(&service_error("ThrottlingException")), SecretStoreFailure::Throttled);
+        assert_eq!(classify_sdk_error(&service_error("InternalServiceError")), SecretStoreFailure::Other);
     }
 
     #[test]
