@@ -208,6 +208,14 @@ fn parse_cidr(field: &str, value: &str, family: Family) -> Result<IpNet, FieldEr
             "is an IPv4-mapped IPv6 range; send the IPv4 CIDR in allowed_cidrs instead",
         ));
     }
+    // ipnet accepts "010.1.0.0/16" as 10.1.0.0/16, while inet_aton-style
+    // parsers read a leading zero as octal; only the canonical text is accepted.
+    if let IpNet::V4(v4) = network
+        && v4.trunc() == v4
+        && v4.to_string() != value
+    {
+        return Err(FieldError::new(field, format!("is not in canonical form; write it as {v4}")));
+    }
     if network.trunc() != network {
         return Err(FieldError::new(
             field,
@@ -691,6 +699,17 @@ mod tests {
         let errors = update(&body).unwrap_err();
         assert_eq!(fields(&errors), vec!["roles[0].allowed_networks.allowed_cidrs[0].cidr"]);
         assert!(errors[0].message.contains("10.1.0.0/16"));
+    }
+
+    #[test]
+    fn cidr_leading_zeros_rejected() {
+        for cidr in ["010.1.0.0/16", "10.1.0.0/016", "10.01.0.0/16"] {
+            let body = format!(
+                r#"{{"user_id":"{USER}","roles":[{{"role":"a","allowed_networks":{{"allowed_cidrs":[{{"cidr":"{cidr}"}}]}}}}]}}"#
+            );
+            let errors = update(&body).unwrap_err();
+            assert_eq!(fields(&errors), vec!["roles[0].allowed_networks.allowed_cidrs[0].cidr"], "cidr {cidr}");
+        }
     }
 
     #[test]

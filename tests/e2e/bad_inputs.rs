@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 
+use base64::Engine;
+use jit_guard_tests::events::{self, Caller, EventSpec};
+
 use crate::support::*;
 
 /// One malformed request and the field its error must name.
@@ -10,13 +13,20 @@ struct Case {
     function: &'static str,
     method: &'static str,
     path: String,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
+    /// Deliver the body base64-encoded, as API Gateway does for binary media types.
+    base64: bool,
     status: u16,
     field: &'static str,
 }
 
 fn case(function: &'static str, method: &'static str, path: &str, body: Option<&str>, field: &'static str) -> Case {
-    Case { function, method, path: path.to_owned(), body: body.map(str::to_owned), status: 400, field }
+    let body = body.map(|body| body.as_bytes().to_vec());
+    Case { function, method, path: path.to_owned(), body, base64: false, status: 400, field }
+}
+
+fn base64_case(function: &'static str, method: &'static str, path: &str, body: &[u8], field: &'static str) -> Case {
+    Case { function, method, path: path.to_owned(), body: Some(body.to_vec()), base64: true, status: 400, field }
 }
 
 fn cases() -> Vec<Case> {
@@ -185,10 +195,95 @@ fn cases() -> Vec<Case> {
 
     // Oversized body: rejected before parsing with 413.
     let huge = format!(r#"{{"user_id":"{CAROL}","roles":[{{"role":"{}"}}]}}"#, "x".repeat(70_000));
-    cases.push(Case { function: "update-jit-access", method: "PUT", path: jit.clone(), body: Some(huge), status: 413, field: "" });
+    cases.push(Case {
+        function: "update-jit-access",
+        method: "PUT",
+        path: jit.clone(),
+        body: Some(huge.into_bytes()),
+        base64: false,
+        status: 413,
+        field: "",
+    });
     // Too many role entries.
     let many: Vec<String> = (0..21).map(|index| format!(r#"{{"role":"jit_{index}"}}"#)).collect();
     cases.push(case("update-jit-access", "PUT", &jit, Some(&role(&many.join(","))), "roles"));
+    let cidrs: Vec<String> = (0..51).map(|index| format!(r#"{{"cidr":"10.{index}.0.0/16"}}"#)).collect();
+    let too_many = networks(&format!(r#"{{"allowed_cidrs":[{}]}}"#, cidrs.join(",")));
+    cases.push(case("update-jit-access", "PUT", &jit, Some(&too_many), "roles[0].allowed_networks.allowed_cidrs"));
+
+    cases.extend([
+        // Unicode look-alikes: Cyrillic а, fullwidth letters and digits.
+        case("get-project", "GET", "/v1/projects/%D0%B0bcdefghijklmnopqrs", None, "ref"),
+        case("list-organization-members", "GET", "/v1/organizations/%EF%BD%81cme/members", None, "slug"),
+        case("revoke-jit-access", "DELETE", &format!("{jit}/%EF%BC%93333333-3333-4333-8333-333333333333"), None, "user_id"),
+        case("authorize-jit-access", "POST", &jit, Some(r#"{"role":"jit_readonly","rhost":"１０.1.2.3"}"#), "rhost"),
+        case(
+            "update-jit-access",
+            "PUT",
+            &jit,
+            Some(&networks(r#"{"allowed_cidrs":[{"cidr":"10.0.0.0/８"}]}"#)),
+            "roles[0].allowed_networks.allowed_cidrs[0].cidr",
+        ),
+        // More path shapes.
+        case("get-project", "GET", "/v1/projects/abcdefghijklmnopqrst.", None, "ref"),
+        case("get-project", "GET", "/v1/projects/%00bcdefghijklmnopqrst", None, "ref"),
+        case("list-organization-members", "GET", &format!("/v1/organizations/{}/members", "a".repeat(65)), None, "slug"),
+        case("revoke-jit-access", "DELETE", &format!("{jit}/{{33333333-3333-4333-8333-333333333333}}"), None, "user_id"),
+        // Bodies that are not a JSON object.
+        case("authorize-jit-access", "POST", &jit, Some(r#""hello""#), "body"),
+        case("authorize-jit-access", "POST", &jit, Some("null"), "body"),
+        case("authorize-jit-access", "POST", &jit, Some("\u{feff}{\"role\":\"jit_readonly\",\"rhost\":\"10.1.2.3\"}"), "body"),
+        case("update-jit-access", "PUT", &jit, Some(&format!("{}{}", "[".repeat(40), "]".repeat(40))), "body"),
+        base64_case("authorize-jit-access", "POST", &jit, b"not json", "body"),
+        base64_case("authorize-jit-access", "POST", &jit, b"{\"role\":\"jit_readonly\",\"rhost\":\"\xff\xfe\"}", "body"),
+        base64_case("authorize-jit-access", "POST", &jit, br#"{"role":"jit_readonly","rhost":"10.1.2.3","rhost":"10.9.9.9"}"#, "body"),
+        base64_case("authorize-jit-access", "POST", &jit, br#"{"role":"jit_readonly\u0000","rhost":"10.1.2.3"}"#, "role"),
+        // Field values.
+        case("authorize-jit-access", "POST", &jit, Some(r#"{"role":"jit\nreadonly","rhost":"10.1.2.3"}"#), "role"),
+        case("authorize-jit-access", "POST", &jit, Some(r#"{"role":"jit'readonly","rhost":"10.1.2.3"}"#), "role"),
+        case("authorize-jit-access", "POST", &jit, Some(r#"{"role":"jit_readonly","rhost":"10.1.2.3:5432"}"#), "rhost"),
+        case("authorize-jit-access", "POST", &jit, Some(r#"{"role":"jit_readonly","rhost":""}"#), "rhost"),
+        case("authorize-jit-access", "POST", &jit, Some(r#"{"role":"jit_readonly","rhost":"0x0a.1.2.3"}"#), "rhost"),
+        case("update-jit-access", "PUT", &jit, Some(r#"{"user_id":5,"roles":[{"role":"jit_readonly"}]}"#), "user_id"),
+        case("update-jit-access", "PUT", &jit, Some(&role("null")), "roles[0]"),
+        case("update-jit-access", "PUT", &jit, Some(&role(r#"{"role":"jit_readonly","branches_only":1}"#)), "roles[0].branches_only"),
+        case("update-jit-access", "PUT", &jit, Some(&role(r#"{"role":"jit_readonly","expires_at":1e10}"#)), "roles[0].expires_at"),
+        case(
+            "update-jit-access",
+            "PUT",
+            &jit,
+            Some(&role(r#"{"role":"jit_readonly","expires_at":99999999999999999999}"#)),
+            "roles[0].expires_at",
+        ),
+        case(
+            "update-jit-access",
+            "PUT",
+            &jit,
+            Some(&role(r#"{"role":"jit_readonly","expires_at":"2026-13-01T00:00:00Z"}"#)),
+            "roles[0].expires_at",
+        ),
+        case(
+            "update-jit-access",
+            "PUT",
+            &jit,
+            Some(&networks(r#"{"allowed_cidrs_v6":[{"cidr":"fe80::%eth0/64"}]}"#)),
+            "roles[0].allowed_networks.allowed_cidrs_v6[0].cidr",
+        ),
+        case(
+            "update-jit-access",
+            "PUT",
+            &jit,
+            Some(&networks(r#"{"allowed_cidrs":[{"cidr":"010.1.0.0/16"}]}"#)),
+            "roles[0].allowed_networks.allowed_cidrs[0].cidr",
+        ),
+        case(
+            "update-jit-access",
+            "PUT",
+            &jit,
+            Some(&networks(r#"{"allowed_cidrs":[{"cidr":null}]}"#)),
+            "roles[0].allowed_networks.allowed_cidrs[0].cidr",
+        ),
+    ]);
     cases
 }
 
@@ -196,7 +291,7 @@ fn cases() -> Vec<Case> {
 async fn bad_inputs_rejected_without_upstream_calls() {
     let mut harness = Harness::start().await;
     let cases = cases();
-    assert!(cases.len() >= 40, "the table has {} cases", cases.len());
+    assert!(cases.len() >= 80, "the table has {} cases", cases.len());
 
     let mut handles = HashMap::new();
     for case in &cases {
@@ -207,9 +302,21 @@ async fn bad_inputs_rejected_without_upstream_calls() {
     }
 
     for case in &cases {
-        let event = url_event(case.method, &case.path, case.body.as_deref());
+        let mut spec = EventSpec::new(case.method, &case.path).caller(Caller::IamUser(CALLER_ARN.into()));
+        if let Some(body) = &case.body
+            && !case.base64
+        {
+            spec = spec.body(String::from_utf8(body.clone()).unwrap()).header("content-type", "application/json");
+        }
+        let mut event = events::function_url(&spec);
+        if let (Some(body), true) = (&case.body, case.base64) {
+            // Set here because the event builder takes text, and these bytes need not be UTF-8.
+            event["body"] = base64::engine::general_purpose::STANDARD.encode(body).into();
+            event["isBase64Encoded"] = true.into();
+        }
         let response = harness.invoke(handles[case.function], event).await;
-        let label = format!("{} {} {:?}", case.method, case.path, case.body.as_deref().map(|body| &body[..body.len().min(120)]));
+        let shown = case.body.as_ref().map(|body| String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned());
+        let label = format!("{} {} {shown:?}", case.method, case.path);
         assert_eq!(response.status, case.status, "status of {label}: {}", response.body_text);
         if case.status == 400 {
             assert_eq!(response.body["code"], "invalid_request", "code of {label}");

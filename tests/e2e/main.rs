@@ -5,7 +5,9 @@
 
 mod audit;
 mod bad_inputs;
+mod faults;
 mod policies;
 mod routes;
+mod signature;
 mod support;
 mod token;

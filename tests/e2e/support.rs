@@ -159,6 +159,23 @@ impl Harness {
     }
 }
 
+/// Saves every function log line and response body of this harness under
+/// `JIT_GUARD_TRANSCRIPT_DIR`, so the test script can scan the whole suite's
+/// output for secrets after every test has run.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let Some(directory) = std::env::var_os("JIT_GUARD_TRANSCRIPT_DIR") else {
+            return;
+        };
+        let mut transcript = self.function_logs();
+        transcript.extend(self.responses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned());
+        let name = format!("{}-{}.log", std::process::id(), uuid::Uuid::new_v4());
+        if let Err(error) = std::fs::write(Path::new(&directory).join(name), transcript.join("\n")) {
+            eprintln!("writing the transcript to {directory:?} failed: {error}");
+        }
+    }
+}
+
 fn decode_response(response: &Value) -> HttpResponse {
     let status = response["statusCode"].as_u64().expect("response has a statusCode") as u16;
     // REST (v1) responses carry their headers under multiValueHeaders, HTTP API (v2) under headers.
@@ -208,6 +225,16 @@ pub fn url_event(method: &'static str, path: &str, body: Option<&str>) -> Value 
     if let Some(body) = body {
         spec = spec.body(body).header("content-type", "application/json");
     }
+    events::function_url(&spec)
+}
+
+/// A function URL event carrying a `Persona-Signature` header.
+pub fn signed_url_event(method: &'static str, path: &str, body: &str, signature: &str) -> Value {
+    let spec = EventSpec::new(method, path)
+        .caller(Caller::IamUser(CALLER_ARN.into()))
+        .body(body)
+        .header("content-type", "application/json")
+        .header("persona-signature", signature);
     events::function_url(&spec)
 }
 

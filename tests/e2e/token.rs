@@ -68,3 +68,35 @@ async fn missing_configuration_fails_init() {
     let logs = harness.process(projects).log_lines().join("\n");
     assert!(logs.contains("SUPABASE_API_URL"), "init error names the variable: {logs}");
 }
+
+#[tokio::test]
+async fn unusable_secret_values_are_503() {
+    let mut harness = Harness::start().await;
+    let cases = [
+        ("jit-guard/not-json", "{\"access_token\": "),
+        ("jit-guard/no-field", "{\"token\":\"sbp_x\"}"),
+        ("jit-guard/blank", "   "),
+        ("jit-guard/two-words", "sbp_one sbp_two"),
+    ];
+    for (name, value) in cases {
+        let arn = harness.moto.create_secret(name, value).await;
+        let projects = harness.spawn("list-projects", &[("SUPABASE_TOKEN_SECRET_ID", &arn)]).await;
+        let response = harness.invoke(projects, url_event("GET", "/v1/projects", None)).await;
+        assert_eq!(response.status, 503, "{name}: {}", response.body_text);
+        assert_eq!(response.body["code"], "token_unavailable", "{name}");
+        assert!(response.body["detail"].as_str().unwrap().contains(name), "{name}: detail names the secret");
+    }
+    assert_eq!(harness.stand_in.request_count(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_secrets_manager_is_503() {
+    let mut harness = Harness::start().await;
+    // Nothing listens on loopback port 9, so every Secrets Manager call fails to connect.
+    let projects = harness
+        .spawn("list-projects", &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_MAX_ATTEMPTS", "1")])
+        .await;
+    let response = harness.invoke(projects, url_event("GET", "/v1/projects", None)).await;
+    assert_eq!(response.status, 503, "{}", response.body_text);
+    assert!(response.body["detail"].as_str().unwrap().contains("could not be reached"));
+}

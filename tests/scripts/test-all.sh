@@ -14,7 +14,25 @@ echo "== cargo build (the end-to-end tests run the function binaries)"
 cargo build --locked --workspace --bins
 
 echo "== cargo test"
+# The end-to-end tests save every function log line and response here.
+transcripts=$(mktemp -d)
+trap 'rm -rf "$transcripts"' EXIT
+export JIT_GUARD_TRANSCRIPT_DIR=$transcripts
 cargo test --locked --workspace
+
+echo "== secret scan of every log line and response the suite produced"
+# Every token and signing secret the tests use starts with one of these prefixes.
+files=$(find "$transcripts" -type f | wc -l)
+lines=$(cat "$transcripts"/* | wc -l)
+if [ "$files" -eq 0 ]; then
+  echo "no transcripts were written; the end-to-end tests did not run" >&2
+  exit 1
+fi
+if grep -rlE 'sbp_e2e|sbp_rotated|whsec_e2e' "$transcripts"; then
+  echo "a secret appears in the files above" >&2
+  exit 1
+fi
+echo "scanned $lines lines from $files test harnesses: no secret found"
 
 echo "== cedar: strict validation, format and decision cases"
 cedar validate --schema policies/schema.cedarschema --policies policies/policies.cedar --validation-mode strict

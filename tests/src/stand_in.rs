@@ -17,23 +17,38 @@
 //! here: unknown fields are rejected at every level, `null` is rejected where
 //! the schema has no `nullable`, CIDRs must parse, `rhost` must be an IP
 //! address and `Content-Type` must be `application/json`.
+//!
+//! Failures can be injected per route with [`StandIn::inject`]: an error
+//! status, a delay, a body that is not JSON or has the wrong shape, a dropped
+//! connection or a rate limit. A fault is chosen when the request arrives,
+//! before the token check, and never changes state. [`StandIn::set_latency`]
+//! delays every response by a fixed time.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
+use axum::serve::{IncomingStream, Listener};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -53,6 +68,51 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
     /// Whether an `Authorization` header was present, whatever its value.
     pub authorized: bool,
+    /// The injected fault played for this request, as [`Fault`]'s `Display`
+    /// names it ("status 503", "drop connection"). `None` for a normal response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// A failure the stand-in plays instead of (or before) its normal answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answers with this status and JSON body {"message": ...} (or the given raw body).
+    ///
+    /// Without `body` the message is the status's reason phrase. A raw body
+    /// is sent as given, labeled `application/json` when it parses as JSON
+    /// and `text/plain` otherwise. The status must be from 200 to 599.
+    Status { status: u16, body: Option<String> },
+    /// Waits this long, then answers normally.
+    Delay(Duration),
+    /// Answers 200 with a body that is not JSON (e.g. "<html>upstream proxy error</html>") and Content-Type text/html.
+    MalformedBody,
+    /// Answers 200 with valid JSON of the wrong shape (e.g. an object where the route returns an array, or `{"unexpected": true}` where an object with required fields is expected).
+    ///
+    /// Every route responds with `{"unexpected": true}`. That is an object
+    /// where the two list routes return arrays, and an object without any
+    /// required field where the others return objects or, for delete, an empty body.
+    WrongShape,
+    /// Closes the TCP connection without sending any response bytes (the client must see a connection error, not a status).
+    DropConnection,
+    /// Answers 429 with header `X-RateLimit-Reset: <seconds>` (seconds until the window resets, as Supabase sends it) and no Retry-After, plus `X-RateLimit-Limit: 120` and `X-RateLimit-Remaining: 0`.
+    RateLimited { reset_seconds: u64 },
+}
+
+impl fmt::Display for Fault {
+    /// Formats the name that [`RecordedRequest::fault`] records.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Status { status, .. } => write!(formatter, "status {status}"),
+            Fault::Delay(delay) => write!(formatter, "delay {delay:?}"),
+            Fault::MalformedBody => formatter.write_str("malformed body"),
+            Fault::WrongShape => formatter.write_str("wrong shape"),
+            Fault::DropConnection => formatter.write_str("drop connection"),
+            Fault::RateLimited { reset_seconds } => {
+                write!(formatter, "rate limited, reset in {reset_seconds} s")
+            }
+        }
+    }
 }
 
 /// Why the stand-in could not start: the message names the value and the fix.
@@ -142,14 +202,12 @@ impl StandIn {
             .map_err(|error| StartError(format!("invalid stand-in seed: {error}")))?;
         let state = ServerState::from_seed(token, seed).map_err(StartError)?;
 
-        let listener = tokio::net::TcpListener::bind(options.address)
-            .await
-            .map_err(|error| {
-                StartError(format!(
-                    "could not listen on {}: {error}. Choose another port.",
-                    options.address
-                ))
-            })?;
+        let listener = TcpListener::bind(options.address).await.map_err(|error| {
+            StartError(format!(
+                "could not listen on {}: {error}. Choose another port.",
+                options.address
+            ))
+        })?;
         let address = listener
             .local_addr()
             .map_err(|error| StartError(format!("could not read the bound address: {error}")))?;
@@ -159,9 +217,12 @@ impl StandIn {
             print_requests: options.print_requests,
         };
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-        let router = router(app.clone());
+        // Each connection carries a switch that Fault::DropConnection flips.
+        // The handler reaches it through ConnectInfo.
+        let service = router(app.clone()).into_make_service_with_connect_info::<ConnectionSwitch>();
+        let listener = SwitchedListener(listener);
         tokio::spawn(async move {
-            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let serving = axum::serve(listener, service).with_graceful_shutdown(async move {
                 // A dropped sender also means stop.
                 let _ = shutdown_signal.await;
             });
@@ -211,6 +272,62 @@ impl StandIn {
             "set_token needs a non-empty access token"
         );
         self.app.lock().token = token.to_owned();
+    }
+
+    /// Plays `fault` for requests whose method and route template match, e.g. ("GET", "/v1/projects/{ref}") or ("PUT", "/v1/projects/{ref}/database/jit"); `times: Some(n)` plays it for the next n matching requests only, `None` for every one until cleared. Several faults may be queued for one route; they are played in order.
+    ///
+    /// The method is case-insensitive. A fault is played whatever the token,
+    /// and is recorded in [`RecordedRequest::fault`]. `Some(0)` queues nothing.
+    /// A fault with `None` stays first in its route's queue, so faults
+    /// queued after it on that route never play. [`StandIn::clear_faults`]
+    /// removes them all.
+    ///
+    /// # Panics
+    /// When the method and route are not one of the seven routes, and the
+    /// message then lists them. When a [`Fault::Status`] status is outside 200 to 599.
+    pub fn inject(&self, method: &str, route: &str, fault: Fault, times: Option<usize>) {
+        let method = method.to_ascii_uppercase();
+        let Some(&(method, route)) = ROUTES
+            .iter()
+            .find(|(known_method, known_route)| *known_method == method && *known_route == route)
+        else {
+            let valid: Vec<String> = ROUTES
+                .iter()
+                .map(|(method, route)| format!("{method} {route}"))
+                .collect();
+            panic!(
+                "inject: {method} {route} is not a stand-in route. Use the method and route template of one of: {}",
+                valid.join(", ")
+            );
+        };
+        if let Fault::Status { status, .. } = &fault {
+            assert!(
+                (200..=599).contains(status),
+                "inject: status {status} is outside 200 to 599; a fault needs a final HTTP status"
+            );
+        }
+        if times == Some(0) {
+            return;
+        }
+        self.app.lock().faults.push(InjectedFault {
+            method,
+            route,
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Removes every injected fault, so requests get normal responses again.
+    pub fn clear_faults(&self) {
+        self.app.lock().faults.clear();
+    }
+
+    /// Adds a fixed latency before every answer (for benchmarks), Duration::ZERO to remove.
+    ///
+    /// The wait starts once the request body has been read and recorded, and
+    /// comes before any [`Fault::Delay`].
+    pub fn set_latency(&self, latency: Duration) {
+        self.app.lock().latency = latency;
     }
 
     /// Returns the absolute path of `tests/fixtures/seed.json`.
@@ -404,6 +521,19 @@ struct ServerState {
     /// Keyed by project ref. Every known project has an entry.
     jit: BTreeMap<String, ProjectJit>,
     requests: Vec<RecordedRequest>,
+    /// Injected faults in the order they were queued.
+    faults: Vec<InjectedFault>,
+    /// Added before every response. Zero means none.
+    latency: Duration,
+}
+
+/// A fault queued for one route.
+struct InjectedFault {
+    method: &'static str,
+    route: &'static str,
+    fault: Fault,
+    /// Requests left to fault, never `Some(0)`. `None` faults every request.
+    remaining: Option<usize>,
 }
 
 impl ServerState {
@@ -470,7 +600,27 @@ impl ServerState {
             projects: seed.projects,
             jit,
             requests: Vec::new(),
+            faults: Vec::new(),
+            latency: Duration::ZERO,
         })
+    }
+
+    /// Takes the fault to play for one request on `method` and `route`: the
+    /// first one queued for that route, which loses one of its remaining plays.
+    fn take_fault(&mut self, method: &str, route: &str) -> Option<Fault> {
+        let index = self
+            .faults
+            .iter()
+            .position(|queued| queued.method == method && queued.route == route)?;
+        let queued = &mut self.faults[index];
+        let fault = queued.fault.clone();
+        if let Some(remaining) = &mut queued.remaining {
+            *remaining -= 1;
+            if *remaining == 0 {
+                self.faults.remove(index);
+            }
+        }
+        Some(fault)
     }
 
     fn project(&self, project_ref: &str) -> Option<&Project> {
@@ -553,23 +703,148 @@ impl App {
     }
 }
 
+const MEMBERS_ROUTE: &str = "/v1/organizations/{slug}/members";
+const PROJECTS_ROUTE: &str = "/v1/projects";
+const PROJECT_ROUTE: &str = "/v1/projects/{ref}";
+const JIT_ROUTE: &str = "/v1/projects/{ref}/database/jit";
+const JIT_LIST_ROUTE: &str = "/v1/projects/{ref}/database/jit/list";
+const JIT_USER_ROUTE: &str = "/v1/projects/{ref}/database/jit/{user_id}";
+
+/// The method and route template of each route served. The templates are
+/// also the router's paths, so a request's `MatchedPath` names its route.
+const ROUTES: [(&str, &str); 7] = [
+    ("GET", MEMBERS_ROUTE),
+    ("GET", PROJECTS_ROUTE),
+    ("GET", PROJECT_ROUTE),
+    ("POST", JIT_ROUTE),
+    ("PUT", JIT_ROUTE),
+    ("GET", JIT_LIST_ROUTE),
+    ("DELETE", JIT_USER_ROUTE),
+];
+
+/// A TCP listener whose connections can each be cut by the handler serving
+/// them. axum::serve owns each connection's hyper task, so a handler ends its
+/// connection without a response by making the stream fail.
+struct SwitchedListener(TcpListener);
+
+impl Listener for SwitchedListener {
+    type Io = SwitchedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, address) = Listener::accept(&mut self.0).await;
+        let stream = SwitchedStream {
+            stream,
+            cut: Arc::default(),
+        };
+        (stream, address)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A TCP stream that fails every read and write once `cut` is set. hyper
+/// then abandons the connection and drops the stream, which closes the
+/// socket with no response bytes sent.
+struct SwitchedStream {
+    stream: TcpStream,
+    cut: Arc<AtomicBool>,
+}
+
+impl SwitchedStream {
+    fn check(&self) -> io::Result<()> {
+        if self.cut.load(Ordering::Acquire) {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection cut by an injected fault",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for SwitchedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for SwitchedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_write(context, buffer)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_write_vectored(context, buffers)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.stream).poll_shutdown(context)
+    }
+}
+
+/// The handler's end of one connection's switch, found in the request's
+/// `ConnectInfo`.
+#[derive(Clone)]
+struct ConnectionSwitch(Arc<AtomicBool>);
+
+impl ConnectionSwitch {
+    /// Makes the connection fail before the response is written.
+    fn cut(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl Connected<IncomingStream<'_, SwitchedListener>> for ConnectionSwitch {
+    fn connect_info(stream: IncomingStream<'_, SwitchedListener>) -> Self {
+        ConnectionSwitch(Arc::clone(&stream.io().cut))
+    }
+}
+
 fn router(app: App) -> Router {
     Router::new()
+        .route(MEMBERS_ROUTE, get(list_organization_members))
+        .route(PROJECTS_ROUTE, get(list_projects))
+        .route(PROJECT_ROUTE, get(get_project))
         .route(
-            "/v1/organizations/{slug}/members",
-            get(list_organization_members),
-        )
-        .route("/v1/projects", get(list_projects))
-        .route("/v1/projects/{ref}", get(get_project))
-        .route(
-            "/v1/projects/{ref}/database/jit",
+            JIT_ROUTE,
             axum::routing::post(authorize_jit_access).put(update_jit_access),
         )
-        .route("/v1/projects/{ref}/database/jit/list", get(list_jit_access))
-        .route(
-            "/v1/projects/{ref}/database/jit/{user_id}",
-            delete(delete_jit_access),
-        )
+        .route(JIT_LIST_ROUTE, get(list_jit_access))
+        .route(JIT_USER_ROUTE, delete(delete_jit_access))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -618,7 +893,12 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Logs the request, then lets it through only with the expected bearer token.
+/// Logs the request, waits out any latency, plays an injected fault, then
+/// lets the request through only with the expected bearer token.
+///
+/// The fault is chosen and recorded as the request arrives, before the token
+/// is checked. Every fault but `Delay` responds without reaching a handler,
+/// so a faulted request never changes state.
 async fn record_and_authenticate(
     State(app): State<App>,
     request: Request,
@@ -633,29 +913,56 @@ async fn record_and_authenticate(
             ))
         })?;
 
+    // The router's paths are the ROUTES templates. The fallback has no
+    // MatchedPath, and a method the route does not serve matches no entry.
+    let route = parts.extensions.get::<MatchedPath>().and_then(|matched| {
+        ROUTES
+            .iter()
+            .find(|(method, route)| parts.method == *method && matched.as_str() == *route)
+    });
     let authorization = parts.headers.get(header::AUTHORIZATION);
-    let recorded = RecordedRequest {
+    let mut recorded = RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         body: body_as_json(&bytes),
         authorized: authorization.is_some(),
+        fault: None,
     };
-    if app.print_requests {
-        match serde_json::to_string(&recorded) {
-            Ok(line) => println!("{line}"),
-            Err(error) => eprintln!("could not print a recorded request: {error}"),
+    let (fault, latency) = {
+        let mut state = app.lock();
+        let fault = route.and_then(|(method, route)| state.take_fault(method, route));
+        recorded.fault = fault.as_ref().map(Fault::to_string);
+        if app.print_requests {
+            match serde_json::to_string(&recorded) {
+                Ok(line) => println!("{line}"),
+                Err(error) => eprintln!("could not print a recorded request: {error}"),
+            }
+        }
+        state.requests.push(recorded);
+        (fault, state.latency)
+    };
+
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        None => {}
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(fault) => {
+            let switch = parts
+                .extensions
+                .get::<ConnectInfo<ConnectionSwitch>>()
+                .map(|ConnectInfo(switch)| switch);
+            return Ok(fault_response(fault, switch));
         }
     }
 
+    // Checked after the waits, so a token rotated meanwhile already applies.
     let presented = authorization
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_token);
-    let accepted = {
-        let mut state = app.lock();
-        state.requests.push(recorded);
-        presented == Some(state.token.as_str())
-    };
+    let accepted = presented == Some(app.lock().token.as_str());
     if !accepted {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized"));
     }
@@ -663,6 +970,57 @@ async fn record_and_authenticate(
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)
+}
+
+/// Builds the response for every fault except `Delay`, whose request gets the normal response.
+fn fault_response(fault: Fault, switch: Option<&ConnectionSwitch>) -> Response {
+    match fault {
+        Fault::Status { status, body } => {
+            // inject accepts only 200 to 599, which all parse.
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let Some(body) = body else {
+                let message = status
+                    .canonical_reason()
+                    .map_or_else(|| format!("status {}", status.as_u16()), str::to_owned);
+                return ApiError::new(status, message).into_response();
+            };
+            let content_type = if serde_json::from_str::<Value>(&body).is_ok() {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Fault::MalformedBody => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html>upstream proxy error</html>",
+        )
+            .into_response(),
+        Fault::WrongShape => axum::Json(json!({ "unexpected": true })).into_response(),
+        Fault::DropConnection => {
+            // Every connection comes through SwitchedListener, which gives
+            // each request its switch.
+            switch
+                .expect("the stand-in serves every connection through SwitchedListener")
+                .cut();
+            // hyper fails to write this and drops the connection.
+            // NOTE: a client that sent `Expect: 100-continue` has already
+            // received `100 Continue`, because the body is read before the
+            // fault is chosen. reqwest does not send that header.
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Fault::RateLimited { reset_seconds } => {
+            let mut response =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-limit", HeaderValue::from_static("120"));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            headers.insert("x-ratelimit-reset", HeaderValue::from(reset_seconds));
+            response
+        }
+        Fault::Delay(_) => unreachable!("a delay answers normally after its wait"),
+    }
 }
 
 /// Returns the token of an `Authorization: Bearer <token>` value. The scheme
@@ -2065,6 +2423,596 @@ mod tests {
         assert!(
             !update.is_valid(&json!({ "user_id": ALICE, "roles": [] })),
             "the response field is user_roles"
+        );
+    }
+
+    // -----------------------------------------------------------------------
+    // Injected faults and latency
+    // -----------------------------------------------------------------------
+
+    /// Sends one request on a fresh client, so no pooled connection carries
+    /// over between requests, and returns the response or the client error.
+    async fn send(
+        stand_in: &StandIn,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid HTTP method");
+        let mut request =
+            reqwest::Client::new().request(method, format!("{}{path}", stand_in.url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await
+    }
+
+    fn header_of(response: &reqwest::Response, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().expect("ASCII header").to_owned())
+    }
+
+    /// Returns a path that the route template `route` matches.
+    fn concrete_path(route: &str) -> String {
+        route
+            .replace("{slug}", "acme-security")
+            .replace("{ref}", FIRST_REF)
+            .replace("{user_id}", BOB)
+    }
+
+    fn status_fault(status: u16) -> Fault {
+        Fault::Status { status, body: None }
+    }
+
+    /// Sends a raw HTTP/1.1 request over TCP and returns what came back before
+    /// the server closed the connection, or the read error.
+    async fn raw_exchange(stand_in: &StandIn, path: &str) -> io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut stream = TcpStream::connect(stand_in.address()).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n",
+            stand_in.address()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received))
+            .await
+            .expect("the stand-in closes the connection within 5 s")?;
+        Ok(received)
+    }
+
+    fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| {
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn fault_status_message_or_raw_body() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let path = concrete_path(PROJECT_ROUTE);
+        stand_in.inject("GET", PROJECT_ROUTE, status_fault(503), Some(1));
+        let json_body = r#"{"message":"database is restarting"}"#;
+        stand_in.inject(
+            "GET",
+            PROJECT_ROUTE,
+            Fault::Status {
+                status: 500,
+                body: Some(json_body.into()),
+            },
+            Some(1),
+        );
+        stand_in.inject(
+            "GET",
+            PROJECT_ROUTE,
+            Fault::Status {
+                status: 502,
+                body: Some("Bad Gateway from the proxy".into()),
+            },
+            Some(1),
+        );
+
+        let default_message = call(&stand_in, "GET", &path, None).await;
+        let json_raw = send(&stand_in, "GET", &path, None, Some(TOKEN))
+            .await
+            .expect("a status fault gives a response");
+        let json_raw_type = header_of(&json_raw, "content-type");
+        let json_raw_status = json_raw.status().as_u16();
+        let json_raw_text = json_raw.text().await.expect("body readable");
+        let text_raw = send(&stand_in, "GET", &path, None, Some(TOKEN))
+            .await
+            .expect("a status fault gives a response");
+        let text_raw_type = header_of(&text_raw, "content-type");
+        let text_raw_status = text_raw.status().as_u16();
+        let text_raw_text = text_raw.text().await.expect("body readable");
+        let normal = call(&stand_in, "GET", &path, None).await;
+
+        assert_eq!(default_message.status, 503, "{}", default_message.text);
+        assert_eq!(
+            default_message.json(),
+            json!({ "message": "Service Unavailable" })
+        );
+        assert_eq!(json_raw_status, 500);
+        assert_eq!(json_raw_text, json_body);
+        assert_eq!(json_raw_type.as_deref(), Some("application/json"));
+        assert_eq!(text_raw_status, 502);
+        assert_eq!(text_raw_text, "Bad Gateway from the proxy");
+        assert!(
+            text_raw_type
+                .as_deref()
+                .is_some_and(|value| value.starts_with("text/plain")),
+            "{text_raw_type:?}"
+        );
+        assert_eq!(normal.status, 200, "{}", normal.text);
+        assert_eq!(normal.json()["ref"], FIRST_REF);
+    }
+
+    #[tokio::test]
+    async fn fault_malformed_body_is_html() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECTS_ROUTE, Fault::MalformedBody, Some(1));
+
+        let response = send(&stand_in, "GET", PROJECTS_ROUTE, None, Some(TOKEN))
+            .await
+            .expect("a malformed body is still a response");
+        let status = response.status().as_u16();
+        let content_type = header_of(&response, "content-type");
+        let text = response.text().await.expect("body readable");
+
+        assert_eq!(status, 200);
+        assert!(
+            content_type
+                .as_deref()
+                .is_some_and(|value| value.starts_with("text/html")),
+            "{content_type:?}"
+        );
+        assert_eq!(text, "<html>upstream proxy error</html>");
+        assert!(serde_json::from_str::<Value>(&text).is_err());
+    }
+
+    #[tokio::test]
+    async fn fault_wrong_shape_unexpected_object() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECTS_ROUTE, Fault::WrongShape, Some(1));
+        stand_in.inject("GET", PROJECT_ROUTE, Fault::WrongShape, Some(1));
+
+        let list = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+        let project = call(&stand_in, "GET", &concrete_path(PROJECT_ROUTE), None).await;
+        let normal_list = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+
+        assert_eq!(list.status, 200, "{}", list.text);
+        assert_eq!(
+            list.json(),
+            json!({ "unexpected": true }),
+            "an object where the route returns an array"
+        );
+        assert_eq!(project.status, 200, "{}", project.text);
+        assert_eq!(project.json(), json!({ "unexpected": true }));
+        assert!(normal_list.json().is_array(), "{}", normal_list.text);
+    }
+
+    #[tokio::test]
+    async fn fault_rate_limited_sends_reset_headers() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject(
+            "POST",
+            JIT_ROUTE,
+            Fault::RateLimited { reset_seconds: 37 },
+            Some(1),
+        );
+
+        let response = send(
+            &stand_in,
+            "POST",
+            &jit_path(FIRST_REF),
+            Some(json!({ "role": "postgres", "rhost": "203.0.113.10" })),
+            Some(TOKEN),
+        )
+        .await
+        .expect("a rate limit is a response");
+
+        assert_eq!(response.status().as_u16(), 429);
+        assert_eq!(
+            header_of(&response, "x-ratelimit-reset").as_deref(),
+            Some("37")
+        );
+        assert_eq!(
+            header_of(&response, "x-ratelimit-limit").as_deref(),
+            Some("120")
+        );
+        assert_eq!(
+            header_of(&response, "x-ratelimit-remaining").as_deref(),
+            Some("0")
+        );
+        assert_eq!(header_of(&response, "retry-after"), None);
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert!(body["message"].is_string(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn fault_drop_connection_sends_no_bytes() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let path = concrete_path(PROJECT_ROUTE);
+        stand_in.inject("GET", PROJECT_ROUTE, Fault::DropConnection, Some(1));
+
+        let dropped = raw_exchange(&stand_in, &path).await;
+        let normal = raw_exchange(&stand_in, &path)
+            .await
+            .expect("the next connection gets a response");
+
+        match dropped {
+            Ok(bytes) => assert!(
+                bytes.is_empty(),
+                "expected EOF without bytes, got {:?}",
+                String::from_utf8_lossy(&bytes)
+            ),
+            Err(error) => assert!(
+                matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ),
+                "expected EOF or a reset, got {error}"
+            ),
+        }
+        assert!(
+            normal.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&normal)
+        );
+        assert_eq!(
+            stand_in.requests()[0].fault.as_deref(),
+            Some("drop connection")
+        );
+        assert_eq!(stand_in.requests()[1].fault, None);
+    }
+
+    #[tokio::test]
+    async fn fault_drop_connection_client_error() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let path = concrete_path(PROJECT_ROUTE);
+        stand_in.inject("GET", PROJECT_ROUTE, Fault::DropConnection, Some(1));
+
+        let error = send(&stand_in, "GET", &path, None, Some(TOKEN))
+            .await
+            .expect_err("a dropped connection gives no response");
+        let normal = call(&stand_in, "GET", &path, None).await;
+
+        assert!(error.status().is_none(), "{error:?}");
+        assert!(
+            error.is_connect() || error.is_request(),
+            "expected a connection or request error, got {error:?}"
+        );
+        assert_eq!(normal.status, 200, "{}", normal.text);
+        assert_eq!(
+            stand_in.request_count(),
+            2,
+            "the client must not have retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn fault_times_counts_down_then_normal() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECTS_ROUTE, status_fault(503), Some(2));
+
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(call(&stand_in, "GET", PROJECTS_ROUTE, None).await.status);
+        }
+
+        assert_eq!(statuses, [503, 503, 200, 200]);
+    }
+
+    #[tokio::test]
+    async fn faults_play_in_queue_order() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECTS_ROUTE, status_fault(503), Some(2));
+        stand_in.inject(
+            "GET",
+            PROJECTS_ROUTE,
+            Fault::RateLimited { reset_seconds: 5 },
+            Some(1),
+        );
+        stand_in.inject("GET", PROJECTS_ROUTE, status_fault(500), Some(1));
+        // Queues nothing.
+        stand_in.inject("GET", PROJECTS_ROUTE, status_fault(404), Some(0));
+
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(call(&stand_in, "GET", PROJECTS_ROUTE, None).await.status);
+        }
+
+        assert_eq!(statuses, [503, 503, 429, 500, 200]);
+    }
+
+    #[tokio::test]
+    async fn fault_without_times_plays_until_cleared() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECTS_ROUTE, status_fault(500), None);
+        stand_in.inject("GET", PROJECT_ROUTE, status_fault(502), Some(10));
+
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(call(&stand_in, "GET", PROJECTS_ROUTE, None).await.status);
+        }
+        stand_in.clear_faults();
+        let after_list = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+        let after_project = call(&stand_in, "GET", &concrete_path(PROJECT_ROUTE), None).await;
+
+        assert_eq!(statuses, [500, 500, 500]);
+        assert_eq!(after_list.status, 200, "{}", after_list.text);
+        assert_eq!(after_project.status, 200, "{}", after_project.text);
+    }
+
+    #[tokio::test]
+    async fn fault_matches_method_and_route_only() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECT_ROUTE, status_fault(503), None);
+        stand_in.inject("post", JIT_ROUTE, status_fault(502), None);
+
+        let projects = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+        let project = call(&stand_in, "GET", &concrete_path(PROJECT_ROUTE), None).await;
+        let list = call(&stand_in, "GET", &concrete_path(JIT_LIST_ROUTE), None).await;
+        let authorize_reply = authorize(&stand_in, FIRST_REF, "postgres", "203.0.113.10").await;
+        let update = call(
+            &stand_in,
+            "PUT",
+            &jit_path(FIRST_REF),
+            Some(json!({ "user_id": CAROL, "roles": [{ "role": "postgres" }] })),
+        )
+        .await;
+        let unknown = call(&stand_in, "GET", "/v1/nothing", None).await;
+
+        assert_eq!(projects.status, 200, "{}", projects.text);
+        assert_eq!(project.status, 503, "{}", project.text);
+        assert_eq!(list.status, 200, "{}", list.text);
+        assert_eq!(authorize_reply.status, 502, "{}", authorize_reply.text);
+        assert_eq!(update.status, 200, "{}", update.text);
+        assert_eq!(unknown.status, 404, "{}", unknown.text);
+    }
+
+    #[tokio::test]
+    async fn fault_reaches_every_route() {
+        let stand_in = StandIn::start(TOKEN).await;
+
+        for (method, route) in ROUTES {
+            stand_in.inject(method, route, status_fault(503), Some(1));
+            let path = concrete_path(route);
+            let reply = call(&stand_in, method, &path, None).await;
+            assert_eq!(reply.status, 503, "{method} {path}: {}", reply.text);
+        }
+        let recorded: Vec<Option<String>> = stand_in
+            .requests()
+            .into_iter()
+            .map(|request| request.fault)
+            .collect();
+        assert_eq!(recorded, vec![Some("status 503".to_owned()); ROUTES.len()]);
+    }
+
+    #[tokio::test]
+    async fn fault_plays_before_token_check() {
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.inject("GET", PROJECTS_ROUTE, status_fault(503), Some(1));
+
+        let faulted = call_with_token(&stand_in, "GET", PROJECTS_ROUTE, None, None).await;
+        let unfaulted = call_with_token(&stand_in, "GET", PROJECTS_ROUTE, None, None).await;
+
+        assert_eq!(faulted.status, 503, "{}", faulted.text);
+        assert_eq!(unfaulted.status, 401, "{}", unfaulted.text);
+        let requests = stand_in.requests();
+        assert!(!requests[0].authorized);
+        assert_eq!(requests[0].fault.as_deref(), Some("status 503"));
+        assert_eq!(requests[1].fault, None);
+    }
+
+    #[tokio::test]
+    async fn faulted_put_leaves_state_unchanged() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let faults = [
+            status_fault(500),
+            Fault::MalformedBody,
+            Fault::WrongShape,
+            Fault::DropConnection,
+            Fault::RateLimited { reset_seconds: 60 },
+        ];
+        for fault in faults.clone() {
+            stand_in.inject("PUT", JIT_ROUTE, fault, Some(1));
+        }
+        let update = json!({ "user_id": ALICE, "roles": [{ "role": "postgres" }] });
+
+        for fault in &faults {
+            let outcome = send(
+                &stand_in,
+                "PUT",
+                &jit_path(FIRST_REF),
+                Some(update.clone()),
+                Some(TOKEN),
+            )
+            .await;
+            match fault {
+                Fault::DropConnection => assert!(outcome.is_err(), "{outcome:?}"),
+                _ => assert!(outcome.is_ok(), "{fault}: {outcome:?}"),
+            }
+        }
+        let list = call(
+            &stand_in,
+            "GET",
+            &format!("{}/list", jit_path(FIRST_REF)),
+            None,
+        )
+        .await;
+        let applied = call(&stand_in, "PUT", &jit_path(FIRST_REF), Some(update)).await;
+
+        let alice = list_item(&list.json(), ALICE)
+            .cloned()
+            .expect("alice is listed");
+        assert_eq!(
+            alice["user_roles"].as_array().map(Vec::len),
+            Some(3),
+            "a faulted PUT changed state: {alice}"
+        );
+        assert_eq!(
+            applied.status, 200,
+            "the same body unfaulted is valid: {}",
+            applied.text
+        );
+        let recorded: Vec<Option<String>> = stand_in
+            .requests()
+            .into_iter()
+            .map(|request| request.fault)
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                Some("status 500".to_owned()),
+                Some("malformed body".to_owned()),
+                Some("wrong shape".to_owned()),
+                Some("drop connection".to_owned()),
+                Some("rate limited, reset in 60 s".to_owned()),
+                None,
+                None,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn fault_delay_does_not_block_others() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let delay = Duration::from_millis(1500);
+        stand_in.inject("GET", PROJECT_ROUTE, Fault::Delay(delay), Some(1));
+        let url = format!("{}{}", stand_in.url(), concrete_path(PROJECT_ROUTE));
+
+        let started = std::time::Instant::now();
+        let delayed = tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("the delayed request gets a response");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("a JSON project");
+            (status, body, started.elapsed())
+        });
+        // Wait until the delayed request has arrived, so the next one overlaps it.
+        while stand_in.request_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let other = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+        let delayed_done_first = delayed.is_finished();
+        let (status, body, elapsed) = delayed.await.expect("the delayed request task ran");
+
+        assert_eq!(other.status, 200, "{}", other.text);
+        assert!(
+            !delayed_done_first,
+            "the other request waited for the delayed one"
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body["ref"], FIRST_REF);
+        assert!(elapsed >= delay, "answered after {elapsed:?}");
+        assert_eq!(stand_in.requests()[0].fault.as_deref(), Some("delay 1.5s"));
+    }
+
+    #[tokio::test]
+    async fn latency_delays_responses_until_removed() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let latency = Duration::from_millis(400);
+
+        stand_in.set_latency(latency);
+        let started = std::time::Instant::now();
+        let slow = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+        let slow_elapsed = started.elapsed();
+        let started = std::time::Instant::now();
+        let unauthorized = call_with_token(&stand_in, "GET", PROJECTS_ROUTE, None, None).await;
+        let unauthorized_elapsed = started.elapsed();
+        stand_in.set_latency(Duration::ZERO);
+        let started = std::time::Instant::now();
+        let fast = call(&stand_in, "GET", PROJECTS_ROUTE, None).await;
+        let fast_elapsed = started.elapsed();
+
+        assert_eq!(slow.status, 200, "{}", slow.text);
+        assert!(slow_elapsed >= latency, "answered after {slow_elapsed:?}");
+        assert_eq!(unauthorized.status, 401, "{}", unauthorized.text);
+        assert!(
+            unauthorized_elapsed >= latency,
+            "answered after {unauthorized_elapsed:?}"
+        );
+        assert_eq!(fast.status, 200, "{}", fast.text);
+        assert!(
+            fast_elapsed < latency,
+            "still delayed after removal: {fast_elapsed:?}"
+        );
+    }
+
+    #[test]
+    fn fault_display_names() {
+        let cases = [
+            (status_fault(503), "status 503"),
+            (Fault::Delay(Duration::from_millis(250)), "delay 250ms"),
+            (Fault::MalformedBody, "malformed body"),
+            (Fault::WrongShape, "wrong shape"),
+            (Fault::DropConnection, "drop connection"),
+            (
+                Fault::RateLimited { reset_seconds: 30 },
+                "rate limited, reset in 30 s",
+            ),
+        ];
+
+        for (fault, name) in cases {
+            assert_eq!(fault.to_string(), name);
+        }
+    }
+
+    #[tokio::test]
+    async fn inject_rejects_unknown_routes_and_statuses() {
+        let stand_in = StandIn::start(TOKEN).await;
+        let attempt = |method: &'static str, route: &'static str, fault: Fault| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                stand_in.inject(method, route, fault, None)
+            }))
+            .map_err(panic_message)
+        };
+
+        let concrete = attempt(
+            "GET",
+            "/v1/projects/abcdefghijklmnopqrst",
+            status_fault(503),
+        );
+        let wrong_method = attempt("GET", JIT_ROUTE, status_fault(503));
+        let not_final = attempt("GET", PROJECTS_ROUTE, status_fault(101));
+        let too_large = attempt("GET", PROJECTS_ROUTE, status_fault(600));
+
+        let message = concrete.expect_err("a concrete path is not a route template");
+        for (method, route) in ROUTES {
+            assert!(
+                message.contains(&format!("{method} {route}")),
+                "{method} {route} missing from: {message}"
+            );
+        }
+        assert!(
+            wrong_method
+                .expect_err("JIT_ROUTE takes POST and PUT only")
+                .contains("GET /v1/projects/{ref}/database/jit is not")
+        );
+        assert!(not_final.expect_err("101 is not final").contains("101"));
+        assert!(too_large.expect_err("600 is no status").contains("600"));
+        assert_eq!(
+            call(&stand_in, "GET", PROJECTS_ROUTE, None).await.status,
+            200,
+            "a rejected inject queues nothing"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Serves the local Supabase Management API stand-in until Ctrl-C.
 //!
 //! ```text
-//! SUPABASE_ACCESS_TOKEN=test-token supabase-stand-in [--port 8787] [--host 127.0.0.1] [--seed FILE]
+//! SUPABASE_ACCESS_TOKEN=test-token supabase-stand-in [--port 8787] [--host 127.0.0.1] [--seed FILE] [--latency-ms 0]
 //! ```
 //!
 //! Prints `supabase-stand-in listening on http://HOST:PORT` once, then one
@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use jit_guard_tests::stand_in::{Options, StandIn, load_seed};
 
@@ -17,13 +18,14 @@ const TOKEN_VARIABLE: &str = "SUPABASE_ACCESS_TOKEN";
 const DEFAULT_PORT: u16 = 8787;
 
 const USAGE: &str = "\
-usage: supabase-stand-in [--port PORT] [--host ADDRESS] [--seed FILE]
+usage: supabase-stand-in [--port PORT] [--host ADDRESS] [--seed FILE] [--latency-ms N]
 
 Serves the Supabase Management API stand-in on loopback until Ctrl-C.
 
   --port PORT      TCP port to listen on (default 8787; 0 takes a free port)
   --host ADDRESS   loopback address to listen on (default 127.0.0.1; ::1 and localhost also work)
   --seed FILE      seed JSON (default tests/fixtures/seed.json of this crate)
+  --latency-ms N   wait N milliseconds before every answer (default 0)
 
 The access token that clients must send as 'Authorization: Bearer <token>'
 is read from the environment variable SUPABASE_ACCESS_TOKEN.";
@@ -31,12 +33,15 @@ is read from the environment variable SUPABASE_ACCESS_TOKEN.";
 struct Arguments {
     address: SocketAddr,
     seed: PathBuf,
+    /// Added before every response.
+    latency: Duration,
 }
 
 fn parse_arguments(mut arguments: impl Iterator<Item = String>) -> Result<Arguments, String> {
     let mut port = DEFAULT_PORT;
     let mut host = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut seed = StandIn::seed_path();
+    let mut latency = Duration::ZERO;
 
     while let Some(flag) = arguments.next() {
         let Some(value) = arguments.next() else {
@@ -50,6 +55,12 @@ fn parse_arguments(mut arguments: impl Iterator<Item = String>) -> Result<Argume
             }
             "--host" => host = parse_loopback(&value)?,
             "--seed" => seed = PathBuf::from(value),
+            "--latency-ms" => {
+                let milliseconds: u64 = value.parse().map_err(|_| {
+                    format!("invalid --latency-ms {value:?}: give a whole number of milliseconds, 0 for none")
+                })?;
+                latency = Duration::from_millis(milliseconds);
+            }
             _ => return Err(format!("unknown option {flag:?}\n\n{USAGE}")),
         }
     }
@@ -57,6 +68,7 @@ fn parse_arguments(mut arguments: impl Iterator<Item = String>) -> Result<Argume
     Ok(Arguments {
         address: SocketAddr::new(host, port),
         seed,
+        latency,
     })
 }
 
@@ -119,6 +131,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    stand_in.set_latency(arguments.latency);
     println!("supabase-stand-in listening on {}", stand_in.url());
 
     if let Err(error) = tokio::signal::ctrl_c().await {
@@ -127,4 +140,39 @@ async fn main() -> ExitCode {
     }
     drop(stand_in);
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(arguments: &[&str]) -> Result<Arguments, String> {
+        parse_arguments(arguments.iter().map(|argument| (*argument).to_owned()))
+    }
+
+    #[test]
+    fn latency_defaults_to_zero() {
+        let arguments = parse(&[]).expect("no options parse");
+
+        assert_eq!(arguments.latency, Duration::ZERO);
+    }
+
+    #[test]
+    fn latency_ms_is_parsed() {
+        let arguments = parse(&["--port", "0", "--latency-ms", "250"]).expect("options parse");
+
+        assert_eq!(arguments.latency, Duration::from_millis(250));
+        assert_eq!(arguments.address.port(), 0);
+    }
+
+    #[test]
+    fn latency_ms_rejects_non_numbers() {
+        for value in ["-5", "1.5", "fast"] {
+            let error = match parse(&["--latency-ms", value]) {
+                Ok(_) => panic!("--latency-ms {value} was accepted"),
+                Err(error) => error,
+            };
+            assert!(error.contains("--latency-ms"), "{error}");
+        }
+    }
 }
