@@ -157,7 +157,8 @@ fn caller_and_request_id(context: Option<&RequestContext>) -> (Caller, Option<St
     match context {
         Some(RequestContext::ApiGatewayV1(context)) => {
             request_id = context.request_id.clone();
-            let authorizer = &context.authorizer.other;
+            // REST events keep the authorizer's output as a flat map.
+            let authorizer = &context.authorizer.fields;
             let authorizer_principal = authorizer.get("principalId").and_then(|value| value.as_str());
             // A Cognito user pool authorizer puts the token's claims under `claims`.
             let jwt_subject = authorizer.get("claims").and_then(|claims| claims.get("sub")).and_then(|sub| sub.as_str());
@@ -245,6 +246,50 @@ mod tests {
             "isBase64Encoded": false
         });
         assert_eq!(event_caller(event), ("jwt:user-7".into(), Some("gw-2".into())));
+    }
+
+    #[test]
+    fn http_v2_iam_caller() {
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "GET /v1/projects", "rawPath": "/v1/projects", "rawQueryString": "",
+            "headers": {}, "requestContext": { "http": { "method": "GET", "path": "/v1/projects" },
+                "authorizer": { "iam": { "userArn": "arn:aws:sts::123456789012:assumed-role/persona/session" } } },
+            "isBase64Encoded": false
+        });
+        assert_eq!(event_caller(event).0, "arn:aws:sts::123456789012:assumed-role/persona/session");
+    }
+
+    #[test]
+    fn http_v2_lambda_authorizer_caller() {
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "GET /v1/projects", "rawPath": "/v1/projects", "rawQueryString": "",
+            "headers": {}, "requestContext": { "http": { "method": "GET", "path": "/v1/projects" },
+                "authorizer": { "lambda": { "principalId": "workflow-9" } } },
+            "isBase64Encoded": false
+        });
+        assert_eq!(event_caller(event).0, "authorizer:workflow-9");
+    }
+
+    #[test]
+    fn rest_v1_authorizer_principal_caller() {
+        let event = serde_json::json!({
+            "resource": "/v1/projects", "path": "/v1/projects", "httpMethod": "GET", "headers": {},
+            "requestContext": { "httpMethod": "GET", "resourcePath": "/v1/projects",
+                "identity": {}, "authorizer": { "principalId": "workflow-3" } },
+            "body": null, "isBase64Encoded": false
+        });
+        assert_eq!(event_caller(event).0, "authorizer:workflow-3");
+    }
+
+    #[test]
+    fn rest_v1_cognito_claims_caller() {
+        let event = serde_json::json!({
+            "resource": "/v1/projects", "path": "/v1/projects", "httpMethod": "GET", "headers": {},
+            "requestContext": { "httpMethod": "GET", "resourcePath": "/v1/projects",
+                "identity": {}, "authorizer": { "claims": { "sub": "user-11" } } },
+            "body": null, "isBase64Encoded": false
+        });
+        assert_eq!(event_caller(event).0, "jwt:user-11");
     }
 
     #[test]

@@ -341,7 +341,9 @@ fn reject_unknown_keys(object: &Map<String, Value>, known: &[&str], prefix: &str
     }
 }
 
+/// Builds a field path; an empty key is written `""` so the path still names it.
 fn join_path(prefix: &str, key: &str) -> String {
+    let key = if key.is_empty() { "\"\"" } else { key };
     if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
 }
 
@@ -395,7 +397,7 @@ pub fn parse_update_body(body: &[u8], now: DateTime<Utc>) -> Result<UpdateJitAcc
     for key in object.keys().filter(|key| key.as_str() != "user_roles") {
         if !known.contains(&key.as_str()) {
             errors.push(FieldError::new(
-                key.clone(),
+                join_path("", key),
                 format!("is not a known field; the accepted fields are {}", known.join(", ")),
             ));
         }
