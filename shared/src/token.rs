@@ -224,10 +224,12 @@ impl TokenProvider {
 }
 
 async fn read_token(store: &dyn SecretStore, secret_id: &str) -> Result<AccessToken, TokenError> {
+    let started = std::time::Instant::now();
     let secret = store
         .secret_string(secret_id)
         .await
         .map_err(|failure| TokenError::SecretStore { secret_id: secret_id.to_owned(), failure })?;
+    tracing::info!(secret_id = %secret_id, elapsed_us = started.elapsed().as_micros() as u64, "token secret read");
     token_from_secret_string(secret_id, &secret)
 }
 

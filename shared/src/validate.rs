@@ -143,6 +143,12 @@ impl RoleName {
                 "must be a Postgres role name without quotes, NUL or control characters",
             ));
         }
+        if value.chars().any(is_invisible) {
+            return Err(FieldError::new(
+                field,
+                "contains an invisible or direction-changing character; type the role name in plain text",
+            ));
+        }
         if value.trim() != value {
             return Err(FieldError::new(field, "must not start or end with whitespace"));
         }
@@ -158,6 +164,14 @@ impl fmt::Display for RoleName {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(&self.0)
     }
+}
+
+/// Tells whether a character is invisible or reorders text: zero-width
+/// characters, bidirectional controls and the byte order mark. Postgres
+/// accepts them in role names, but in an audit log or an approval they would
+/// make one role look like another.
+fn is_invisible(character: char) -> bool {
+    matches!(character, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Parses a remote host: one IPv4 or IPv6 address, without prefix or zone id.
@@ -635,6 +649,9 @@ mod tests {
         assert!(RoleName::parse("role", "bad\"role").is_err());
         assert!(RoleName::parse("role", "bad\0role").is_err());
         assert!(RoleName::parse("role", " padded").is_err());
+        assert!(RoleName::parse("role", "postgres\u{200b}").is_err());
+        assert!(RoleName::parse("role", "jit\u{202e}readonly").is_err());
+        assert!(RoleName::parse("role", "\u{feff}jit_readonly").is_err());
     }
 
     #[test]
