@@ -12,6 +12,8 @@
 //! | `JIT_GUARD_FACTS_TTL_SECONDS` | seconds a looked-up project or member list is reused; 0 turns the cache off | 30 |
 //! | `PERSONA_SIGNING_SECRET_ID` | secret holding Persona's signing secret; when set, every request must carry a valid `Persona-Signature` | none |
 //! | `PERSONA_SIGNATURE_TOLERANCE_SECONDS` | maximum age of a signature's timestamp, either way | 300 |
+//! | `JIT_GUARD_SETTLE_MS` | wait before a grant or role revocation reads its write back to catch a concurrent write, milliseconds | 200 |
+//! | `JIT_GUARD_SWEEP_MODE` | `report` records what the sweep finds; `remove` also removes it | `report` |
 //! | `JIT_GUARD_POLICY_DIR` | folder with `schema.cedarschema` and `policies.cedar` replacing the compiled-in defaults | none |
 
 use std::net::IpAddr;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::sweep::SweepMode;
 use crate::token::AccessToken;
 
 const DEFAULT_API_URL: &str = "https://api.supabase.com";
@@ -27,6 +30,8 @@ const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_FACTS_TTL_SECONDS: u64 = 30;
 const DEFAULT_MAX_RETRIES: u32 = 2;
+/// A Supabase write usually completes well within this, so a concurrent write shows up by the read-back.
+const DEFAULT_SETTLE_MS: u64 = 200;
 /// Five minutes: room for clock skew and a retry, short enough to limit replays.
 const DEFAULT_SIGNATURE_TOLERANCE_SECONDS: u64 = 300;
 /// Rotation is also caught by the re-read after a 401; the TTL bounds how long a revoked token is used.
@@ -73,6 +78,8 @@ pub struct Config {
     /// Secret id of Persona's signing secret; `None` turns signature checks off.
     pub signing_secret_id: Option<String>,
     pub signature_tolerance: Duration,
+    pub sweep_mode: SweepMode,
+    pub settle: Duration,
 }
 
 impl Config {
@@ -131,7 +138,24 @@ impl Config {
             })?,
         };
 
+        let sweep_mode = match non_empty("JIT_GUARD_SWEEP_MODE").as_deref().map(str::trim) {
+            None | Some("report") => SweepMode::Report,
+            Some("remove") => SweepMode::Remove,
+            Some(other) => {
+                return Err(ConfigError::new("JIT_GUARD_SWEEP_MODE", format!("{other:?} is not report or remove")));
+            }
+        };
+
+        let settle = match non_empty("JIT_GUARD_SETTLE_MS") {
+            None => Duration::from_millis(DEFAULT_SETTLE_MS),
+            Some(value) => value.trim().parse::<u64>().ok().filter(|millis| *millis <= 5_000).map(Duration::from_millis).ok_or_else(|| {
+                ConfigError::new("JIT_GUARD_SETTLE_MS", format!("{value:?} is not a whole number of milliseconds from 0 to 5000"))
+            })?,
+        };
+
         Ok(Self {
+            settle,
+            sweep_mode,
             signing_secret_id,
             signature_tolerance,
             supabase_api_url,

@@ -58,6 +58,13 @@ pub enum Error {
     #[error(transparent)]
     Token(#[from] TokenError),
 
+    /// The role list kept changing under concurrent writes.
+    #[error("concurrent changes to the role list")]
+    ConcurrentChange,
+
+    #[error("the user does not hold the role")]
+    RoleNotGranted,
+
     #[error("invalid request signature: {0}")]
     InvalidSignature(SignatureError),
 
@@ -77,6 +84,8 @@ impl Error {
             Error::Upstream(upstream) => upstream.code(),
             Error::Token(_) => "token_unavailable",
             Error::InvalidSignature(_) => "invalid_signature",
+            Error::ConcurrentChange => "concurrent_change",
+            Error::RoleNotGranted => "role_not_granted",
             Error::SigningSecret(_) => "signing_secret_unavailable",
         }
     }
@@ -91,6 +100,8 @@ impl Error {
             Error::Upstream(upstream) => upstream.status(),
             Error::Token(_) => 503,
             Error::InvalidSignature(_) => 401,
+            Error::ConcurrentChange => 409,
+            Error::RoleNotGranted => 404,
             Error::SigningSecret(_) => 503,
         }
     }
@@ -105,6 +116,8 @@ impl Error {
             Error::Upstream(upstream) => upstream.title(),
             Error::Token(_) => "Supabase access token unavailable",
             Error::InvalidSignature(_) => "Invalid request signature",
+            Error::ConcurrentChange => "Concurrent change",
+            Error::RoleNotGranted => "Role not granted",
             Error::SigningSecret(_) => "Signing secret unavailable",
         }
     }
@@ -130,6 +143,10 @@ impl Error {
             Error::Upstream(upstream) => upstream.detail(),
             Error::Token(error) => error.detail(),
             Error::InvalidSignature(error) => error.detail().to_owned(),
+            Error::ConcurrentChange => {
+                "Other writes kept changing this user's role list; send the request again.".to_owned()
+            }
+            Error::RoleNotGranted => "The user holds no mapping for this role on this project.".to_owned(),
             Error::SigningSecret(error) => error.detail(),
         }
     }

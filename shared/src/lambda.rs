@@ -42,7 +42,7 @@ pub fn init_tracing() {
 }
 
 /// Builds the application from the environment: configuration, policies, token source and client.
-pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
+pub async fn build_app() -> Result<(App<SupabaseClient>, Config), InitError> {
     let started = Instant::now();
     let config = Config::from_env()?;
     let config_us = started.elapsed().as_micros() as u64;
@@ -79,21 +79,21 @@ pub async fn build_app() -> Result<App<SupabaseClient>, InitError> {
         supabase_api_url = %config.supabase_api_url,
         "init complete"
     );
-    let mut app = App::new(guard, supabase, config.facts_ttl);
+    let mut app = App::new(guard, supabase, config.facts_ttl).with_settle(config.settle);
     if let Some(secret_id) = &config.signing_secret_id {
         let store = Box::new(AwsSecretStore::from_environment().await);
         app = app.with_signature_verifier(SignatureVerifier::new(secret_id.clone(), store, config.signature_tolerance));
     } else {
         tracing::warn!("PERSONA_SIGNING_SECRET_ID is not set, so requests are not checked for a Persona signature");
     }
-    Ok(app)
+    Ok((app, config))
 }
 
 /// Runs the function for `action` until the Lambda runtime stops it.
 pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
     init_tracing();
     let app = match build_app().await {
-        Ok(app) => app,
+        Ok((app, _config)) => app,
         Err(error) => {
             tracing::error!(action = %action, error = %error, "init failed");
             return Err(error.into());

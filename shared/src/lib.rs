@@ -15,7 +15,9 @@
 //! - [`signature`]: verification of Persona's signed requests.
 //! - [`token`]: the access token from Secrets Manager, cached and refreshed.
 //! - [`supabase`]: the Management API port and its reqwest adapter.
-//! - [`operations`]: the seven operations as steps.
+//! - [`operations`]: the operations as steps.
+//! - [`lifecycle`]: granting and revoking one role without losing the others.
+//! - [`sweep`]: the scheduled sweep of expired and out-of-policy mappings.
 //! - [`error`]: the request error type and its one mapping to problem+json.
 //! - [`lambda`]: init and the Lambda event loop.
 
@@ -25,11 +27,13 @@ pub mod error;
 pub mod facts;
 pub mod json;
 pub mod lambda;
+pub mod lifecycle;
 pub mod operations;
 pub mod policy;
 pub mod request;
 pub mod signature;
 pub mod supabase;
+pub mod sweep;
 pub mod token;
 pub mod validate;
 

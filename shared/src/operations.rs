@@ -19,10 +19,15 @@ use crate::policy::{Action, Decision, Denial, Guard, Resource};
 use crate::request::{Call, Route, read_call};
 use crate::signature::{SignatureVerifier, VerifyError};
 use crate::supabase::{DEADLINE, ManagementApi, UpstreamError, UpstreamResponse};
-use crate::validate::{OrganizationSlug, ProjectRef, UpdateJitAccess, UserId, parse_authorize_body, parse_update_body};
+use crate::validate::{OrganizationSlug, ProjectRef, RoleGrant, UserId, parse_authorize_body, parse_update_body};
 
-/// The route each operation serves: the same paths as Supabase's Management API v1.
-pub fn route(action: Action) -> Route {
+/// Default wait before a grant or role revocation reads its write back; the
+/// configured value replaces it at init.
+const DEFAULT_SETTLE: Duration = Duration::from_millis(200);
+
+/// The route each operation serves: the same paths as Supabase's Management API v1,
+/// plus the grant lifecycle routes. The sweep runs on a schedule and has no route.
+pub fn route(action: Action) -> Option<Route> {
     let (method, template, mutating) = match action {
         Action::ListOrganizationMembers => ("GET", "/v1/organizations/{slug}/members", false),
         Action::ListProjects => ("GET", "/v1/projects", false),
@@ -31,30 +36,48 @@ pub fn route(action: Action) -> Route {
         Action::UpdateJitAccess => ("PUT", "/v1/projects/{ref}/database/jit", true),
         Action::ListJitAccess => ("GET", "/v1/projects/{ref}/database/jit/list", false),
         Action::RevokeJitAccess => ("DELETE", "/v1/projects/{ref}/database/jit/{user_id}", true),
+        Action::GrantJitAccess => ("POST", "/v1/projects/{ref}/database/jit/grants", true),
+        Action::RevokeJitRole => ("DELETE", "/v1/projects/{ref}/database/jit/{user_id}/roles/{role}", true),
+        Action::SweepJitAccess => return None,
     };
-    Route { method, template, mutating }
+    Some(Route { method, template, mutating })
 }
 
 /// Everything an invocation needs, built once per container.
 pub struct App<M> {
-    guard: Guard,
-    supabase: M,
-    facts: FactCache,
+    pub(crate) guard: Guard,
+    pub(crate) supabase: M,
+    pub(crate) facts: FactCache,
     signatures: Option<SignatureVerifier>,
-    clock: fn() -> DateTime<Utc>,
+    pub(crate) clock: fn() -> DateTime<Utc>,
+    /// Wait before reading a write back to check that no concurrent write replaced it.
+    pub(crate) settle: Duration,
 }
 
 /// The outcome of deciding every part of a request.
-struct Verdict {
-    allowed: bool,
-    policy_ids: Vec<String>,
-    denials: Vec<Denial>,
+pub(crate) struct Verdict {
+    pub(crate) allowed: bool,
+    pub(crate) policy_ids: Vec<String>,
+    pub(crate) denials: Vec<Denial>,
 }
 
 impl<M: ManagementApi> App<M> {
     /// Builds the app; looked-up project and member facts are reused for `facts_ttl`.
     pub fn new(guard: Guard, supabase: M, facts_ttl: Duration) -> Self {
-        Self { guard, supabase, facts: FactCache::new(facts_ttl), signatures: None, clock: Utc::now }
+        Self {
+            guard,
+            supabase,
+            facts: FactCache::new(facts_ttl),
+            signatures: None,
+            clock: Utc::now,
+            settle: DEFAULT_SETTLE,
+        }
+    }
+
+    /// Sets the wait before a grant or role revocation reads its write back.
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// Requires every request to carry a valid Persona signature.
@@ -71,7 +94,11 @@ impl<M: ManagementApi> App<M> {
 
     /// Serves one Lambda event for `action`; every failure becomes a problem response.
     pub async fn handle(&self, action: Action, request: Request) -> Response<Body> {
-        let call = match read_call(&request, route(action)) {
+        let Some(route) = route(action) else {
+            let error = Error::RouteNotFound { method: request.method().to_string(), path: request.uri().path().to_owned() };
+            return error.into_response(None);
+        };
+        let call = match read_call(&request, route) {
             Ok(call) => call,
             Err(error) => {
                 tracing::warn!(action = %action, code = error.code(), "request rejected before parsing");
@@ -127,6 +154,11 @@ impl<M: ManagementApi> App<M> {
             Action::UpdateJitAccess => self.update_jit_access(call, audit).await,
             Action::ListJitAccess => self.list_jit_access(call, audit).await,
             Action::RevokeJitAccess => self.revoke_jit_access(call, audit).await,
+            Action::GrantJitAccess => self.grant_jit_access(call, audit).await,
+            Action::RevokeJitRole => self.revoke_jit_role(call, audit).await,
+            Action::SweepJitAccess => {
+                Err(Error::RouteNotFound { method: "scheduled".into(), path: "sweep-jit-access".into() })
+            }
         }
     }
 
@@ -260,7 +292,7 @@ impl<M: ManagementApi> App<M> {
         let project = self.facts.project(&self.supabase, &project_ref).await?;
         let target_user = self.facts.target_user(&self.supabase, &project.organization_slug, &request.user_id).await?;
 
-        let verdict = self.decide_update(call, &project, &target_user, &request, now);
+        let verdict = self.decide_grants(call, Action::UpdateJitAccess, &project, &target_user, &request.user_id, &request.roles, now);
         let normalized = request.to_upstream_body();
         let mut record = self.audit_record(call, Action::UpdateJitAccess);
         record.project_ref = Some(project_ref.to_string());
@@ -272,28 +304,31 @@ impl<M: ManagementApi> App<M> {
         }
         self.require_allow(call, Action::UpdateJitAccess, verdict, record, audit)?;
 
-        let response = self.supabase.update_jit_access(&project_ref, &request).await?;
+        let response = self.supabase.update_jit_access(&project_ref, &normalized).await?;
         Ok(passed_on(response, audit))
     }
 
-    /// Decides every (role, network) pair of an update, so a policy sees one
-    /// network at a time and a deny names the exact pair.
-    fn decide_update(
+    /// Decides every (role, network) pair of a role list as `action`, so a
+    /// policy sees one network at a time and a deny names the exact pair.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide_grants(
         &self,
         call: &Call,
+        action: Action,
         project: &ProjectFacts,
         target_user: &TargetUser,
-        request: &UpdateJitAccess,
+        user_id: &UserId,
+        grants: &[RoleGrant],
         now: DateTime<Utc>,
     ) -> Verdict {
         let entities = self.guard.entities(Some(project));
         let resource = Resource::Project(&project.project_ref);
         let mut denials = Vec::new();
         let mut allow_policy_ids = Vec::new();
-        for grant in &request.roles {
+        for grant in grants {
             for network in grant.networks() {
                 let mut context = json!({
-                    "user_id": request.user_id.as_str(),
+                    "user_id": user_id.as_str(),
                     "role": grant.role.as_str(),
                     "network": cedar_ip(&network),
                     "network_prefix_length": network.prefix_len(),
@@ -305,8 +340,7 @@ impl<M: ManagementApi> App<M> {
                     context["expires_at"] = cedar_datetime(expires_at);
                     context["expires_in"] = cedar_duration(expires_at - now);
                 }
-                let decision =
-                    self.guard.decide(call.caller.as_str(), Action::UpdateJitAccess, resource, context, &entities);
+                let decision = self.guard.decide(call.caller.as_str(), action, resource, context, &entities);
                 if decision.allowed {
                     allow_policy_ids.extend(decision.policy_ids);
                 } else {
@@ -332,7 +366,7 @@ impl<M: ManagementApi> App<M> {
     }
 
     /// Decides a request that is one Cedar request.
-    fn decide_one(
+    pub(crate) fn decide_one(
         &self,
         call: &Call,
         action: Action,
@@ -352,12 +386,12 @@ impl<M: ManagementApi> App<M> {
         Verdict { allowed, policy_ids, denials }
     }
 
-    fn audit_record(&self, call: &Call, action: Action) -> AuditRecord {
+    pub(crate) fn audit_record(&self, call: &Call, action: Action) -> AuditRecord {
         AuditRecord::new(call, action.name(), self.guard.policy_set_hash())
     }
 
     /// Logs the decision, keeps its audit record, and fails unless it is an allow.
-    fn require_allow(
+    pub(crate) fn require_allow(
         &self,
         call: &Call,
         action: Action,
@@ -376,7 +410,7 @@ impl<M: ManagementApi> App<M> {
     }
 
     /// Reports what a mutating request would do, sending nothing to Supabase.
-    fn dry_run_report(
+    pub(crate) fn dry_run_report(
         &self,
         action: Action,
         verdict: Verdict,
@@ -437,12 +471,12 @@ fn log_decision(call: &Call, action: Action, record: &AuditRecord, verdict: &Ver
     );
 }
 
-fn invalid(error: FieldError) -> Error {
+pub(crate) fn invalid(error: FieldError) -> Error {
     Error::InvalidRequest(vec![error])
 }
 
 /// Builds a Cedar `ip` extension value in the JSON context format.
-fn cedar_ip(network: &IpNet) -> Value {
+pub(crate) fn cedar_ip(network: &IpNet) -> Value {
     let text = match network {
         // Single addresses go as plain addresses, which Cedar treats as /32 or /128.
         IpNet::V4(v4) if v4.prefix_len() == 32 => IpAddr::V4(v4.addr()).to_string(),
@@ -453,7 +487,7 @@ fn cedar_ip(network: &IpNet) -> Value {
 }
 
 /// Builds a Cedar `datetime` extension value, in whole seconds UTC.
-fn cedar_datetime(time: DateTime<Utc>) -> Value {
+pub(crate) fn cedar_datetime(time: DateTime<Utc>) -> Value {
     json!({ "__extn": { "fn": "datetime", "arg": time.to_rfc3339_opts(SecondsFormat::Secs, true) } })
 }
 
@@ -463,14 +497,14 @@ fn cedar_duration(duration: chrono::TimeDelta) -> Value {
 }
 
 /// Passes Supabase's response on and notes its status in the audit record.
-fn passed_on(response: UpstreamResponse, audit: &mut Option<AuditRecord>) -> Response<Body> {
+pub(crate) fn passed_on(response: UpstreamResponse, audit: &mut Option<AuditRecord>) -> Response<Body> {
     if let Some(record) = audit.as_mut() {
         record.upstream_status = Some(response.status);
     }
     json_response(response)
 }
 
-fn json_response(response: UpstreamResponse) -> Response<Body> {
+pub(crate) fn json_response(response: UpstreamResponse) -> Response<Body> {
     let builder = Response::builder().status(response.status);
     let built = if response.body.is_null() {
         builder.body(Body::Empty)
@@ -483,7 +517,7 @@ fn json_response(response: UpstreamResponse) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{AuthorizeJitAccess, UpdateJitAccess};
+    use crate::validate::AuthorizeJitAccess;
     use std::sync::Mutex;
 
     /// Records every call and returns an empty success.
@@ -526,8 +560,8 @@ mod tests {
         async fn authorize_jit_access(&self, project_ref: &ProjectRef, request: &AuthorizeJitAccess) -> Result<UpstreamResponse, UpstreamError> {
             self.record(format!("authorize {project_ref} {}", request.role))
         }
-        async fn update_jit_access(&self, project_ref: &ProjectRef, request: &UpdateJitAccess) -> Result<UpstreamResponse, UpstreamError> {
-            self.record(format!("update {project_ref} {}", request.to_upstream_body()))
+        async fn update_jit_access(&self, project_ref: &ProjectRef, body: &Value) -> Result<UpstreamResponse, UpstreamError> {
+            self.record(format!("update {project_ref} {body}"))
         }
         async fn list_jit_access(&self, project_ref: &ProjectRef) -> Result<UpstreamResponse, UpstreamError> {
             self.record(format!("list {project_ref}"))

@@ -40,10 +40,13 @@ pub enum Action {
     RevokeJitAccess,
     AuthorizeJitAccess,
     UpdateJitAccess,
+    GrantJitAccess,
+    RevokeJitRole,
+    SweepJitAccess,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 10] = [
         Action::ListOrganizationMembers,
         Action::ListProjects,
         Action::GetProject,
@@ -51,6 +54,9 @@ impl Action {
         Action::RevokeJitAccess,
         Action::AuthorizeJitAccess,
         Action::UpdateJitAccess,
+        Action::GrantJitAccess,
+        Action::RevokeJitRole,
+        Action::SweepJitAccess,
     ];
 
     /// The action's id in the Cedar schema.
@@ -63,6 +69,9 @@ impl Action {
             Action::RevokeJitAccess => "RevokeJitAccess",
             Action::AuthorizeJitAccess => "AuthorizeJitAccess",
             Action::UpdateJitAccess => "UpdateJitAccess",
+            Action::GrantJitAccess => "GrantJitAccess",
+            Action::RevokeJitRole => "RevokeJitRole",
+            Action::SweepJitAccess => "SweepJitAccess",
         }
     }
 

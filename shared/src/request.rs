@@ -34,6 +34,10 @@ pub struct Caller(String);
 impl Caller {
     pub const ANONYMOUS: &'static str = "anonymous";
 
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -107,7 +111,7 @@ fn dry_run(request: &Request, route: Route) -> Result<bool, Error> {
     match value {
         "true" if route.mutating => Ok(true),
         "false" => Ok(false),
-        "true" => Err(invalid("applies to update-jit-access and revoke-jit-access only; remove it")),
+        "true" => Err(invalid("applies only to the routes that write role mappings; remove it")),
         _ => Err(invalid("must be true or false")),
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::token::{AccessToken, TokenError, TokenProvider};
-use crate::validate::{AuthorizeJitAccess, OrganizationSlug, ProjectRef, UpdateJitAccess, UserId};
+use crate::validate::{AuthorizeJitAccess, OrganizationSlug, ProjectRef, UserId};
 
 /// Wait suggested to callers after a 429 without a usable `X-RateLimit-Reset`:
 /// Supabase's limits are per minute.
@@ -159,10 +159,11 @@ pub trait ManagementApi: Send + Sync {
         request: &AuthorizeJitAccess,
     ) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send;
 
+    /// Replaces a user's role list; `body` has the spec's `UpdateJitAccessBody` shape.
     fn update_jit_access(
         &self,
         project_ref: &ProjectRef,
-        request: &UpdateJitAccess,
+        body: &Value,
     ) -> impl Future<Output = Result<UpstreamResponse, UpstreamError>> + Send;
 
     fn list_jit_access(
@@ -428,14 +429,9 @@ impl ManagementApi for SupabaseClient {
         self.call("authorize-jit-access", Method::POST, &path, Some(body), Shape::Object(&["user_role"])).await
     }
 
-    async fn update_jit_access(
-        &self,
-        project_ref: &ProjectRef,
-        request: &UpdateJitAccess,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+    async fn update_jit_access(&self, project_ref: &ProjectRef, body: &Value) -> Result<UpstreamResponse, UpstreamError> {
         let path = format!("/v1/projects/{project_ref}/database/jit");
-        let body = request.to_upstream_body();
-        self.call("update-jit-access", Method::PUT, &path, Some(body), Shape::Object(&["user_roles"])).await
+        self.call("update-jit-access", Method::PUT, &path, Some(body.clone()), Shape::Object(&["user_roles"])).await
     }
 
     async fn list_jit_access(&self, project_ref: &ProjectRef) -> Result<UpstreamResponse, UpstreamError> {

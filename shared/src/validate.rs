@@ -294,38 +294,104 @@ pub struct UpdateJitAccess {
     pub roles: Vec<RoleGrant>,
 }
 
+impl RoleGrant {
+    /// Builds the role entry in the spec's shape: `{role, expires_at?, allowed_networks?, branches_only?}`.
+    pub fn to_entry(&self) -> Value {
+        let mut entry = Map::new();
+        entry.insert("role".into(), Value::from(self.role.as_str()));
+        if let Some(expires_at) = self.expires_at {
+            entry.insert("expires_at".into(), Value::from(expires_at));
+        }
+        if self.has_allowed_networks {
+            let mut networks = Map::new();
+            if !self.allowed_cidrs.is_empty() {
+                let cidrs = self.allowed_cidrs.iter().map(|cidr| serde_json::json!({ "cidr": cidr.to_string() }));
+                networks.insert("allowed_cidrs".into(), Value::Array(cidrs.collect()));
+            }
+            if !self.allowed_cidrs_v6.is_empty() {
+                let cidrs = self.allowed_cidrs_v6.iter().map(|cidr| serde_json::json!({ "cidr": cidr.to_string() }));
+                networks.insert("allowed_cidrs_v6".into(), Value::Array(cidrs.collect()));
+            }
+            entry.insert("allowed_networks".into(), Value::Object(networks));
+        }
+        if let Some(branches_only) = self.branches_only {
+            entry.insert("branches_only".into(), Value::Bool(branches_only));
+        }
+        Value::Object(entry)
+    }
+
+    /// Reads a role entry Supabase returned. Leniently: unknown fields are
+    /// ignored and a past expiry is kept, because the entry already exists.
+    /// Returns `None` when the role or a network cannot be read, since such an
+    /// entry cannot be decided and so cannot be carried into a new write.
+    pub fn from_mapping(entry: &Value) -> Option<RoleGrant> {
+        let role = RoleName::parse("role", entry.get("role")?.as_str()?).ok()?;
+        let expires_at = match entry.get("expires_at") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_i64().or_else(|| value.as_f64().map(|seconds| seconds as i64))?),
+        };
+        let networks = entry.get("allowed_networks").filter(|networks| !networks.is_null());
+        let read = |key: &str| -> Option<Vec<IpNet>> {
+            match networks.and_then(|networks| networks.get(key)) {
+                None | Some(Value::Null) => Some(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| item.get("cidr")?.as_str()?.parse::<IpNet>().ok().map(|network| network.trunc()))
+                    .collect(),
+                Some(_) => None,
+            }
+        };
+        let mut allowed_cidrs = Vec::new();
+        let mut allowed_cidrs_v6 = Vec::new();
+        for network in read("allowed_cidrs")?.into_iter().chain(read("allowed_cidrs_v6")?) {
+            match network {
+                IpNet::V4(v4) => allowed_cidrs.push(v4),
+                IpNet::V6(v6) => allowed_cidrs_v6.push(v6),
+            }
+        }
+        let has_allowed_networks = !allowed_cidrs.is_empty() || !allowed_cidrs_v6.is_empty();
+        let branches_only = entry.get("branches_only").and_then(Value::as_bool);
+        Some(RoleGrant { role, expires_at, allowed_cidrs, allowed_cidrs_v6, has_allowed_networks, branches_only })
+    }
+}
+
 impl UpdateJitAccess {
     /// Builds the upstream body in the spec's `UpdateJitAccessBody` shape.
     pub fn to_upstream_body(&self) -> Value {
-        let roles: Vec<Value> = self
-            .roles
-            .iter()
-            .map(|grant| {
-                let mut entry = Map::new();
-                entry.insert("role".into(), Value::from(grant.role.as_str()));
-                if let Some(expires_at) = grant.expires_at {
-                    entry.insert("expires_at".into(), Value::from(expires_at));
-                }
-                if grant.has_allowed_networks {
-                    let mut networks = Map::new();
-                    if !grant.allowed_cidrs.is_empty() {
-                        let cidrs = grant.allowed_cidrs.iter().map(|cidr| serde_json::json!({ "cidr": cidr.to_string() }));
-                        networks.insert("allowed_cidrs".into(), Value::Array(cidrs.collect()));
-                    }
-                    if !grant.allowed_cidrs_v6.is_empty() {
-                        let cidrs =
-                            grant.allowed_cidrs_v6.iter().map(|cidr| serde_json::json!({ "cidr": cidr.to_string() }));
-                        networks.insert("allowed_cidrs_v6".into(), Value::Array(cidrs.collect()));
-                    }
-                    entry.insert("allowed_networks".into(), Value::Object(networks));
-                }
-                if let Some(branches_only) = grant.branches_only {
-                    entry.insert("branches_only".into(), Value::Bool(branches_only));
-                }
-                Value::Object(entry)
-            })
-            .collect();
+        let roles: Vec<Value> = self.roles.iter().map(RoleGrant::to_entry).collect();
         serde_json::json!({ "user_id": self.user_id.as_str(), "roles": roles })
+    }
+}
+
+/// The body of grant-jit-access after validation: one role entry for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantJitAccess {
+    pub user_id: UserId,
+    pub grant: RoleGrant,
+}
+
+/// Validates the body of grant-jit-access: `user_id` plus the fields of one role entry.
+pub fn parse_grant_body(body: &[u8], now: DateTime<Utc>) -> Result<GrantJitAccess, Vec<FieldError>> {
+    let mut object = parse_json_object(body).map_err(|error| vec![error])?;
+    let mut errors = Vec::new();
+    let user_id = required_string(&object, "user_id", "user_id", &mut errors)
+        .and_then(|text| UserId::parse("user_id", text).map_err(|error| errors.push(error)).ok());
+    object.remove("user_id");
+    let known = ["user_id", "role", "expires_at", "allowed_networks", "branches_only"];
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                join_path("", key),
+                format!("is not a known field; the accepted fields are {}", known.join(", ")),
+            ));
+        }
+    }
+    object.retain(|key, _| known.contains(&key.as_str()));
+    let grant = parse_role_grant(&Value::Object(object), "", now, &mut errors);
+
+    match (user_id, grant) {
+        (Some(user_id), Some(grant)) if errors.is_empty() => Ok(GrantJitAccess { user_id, grant }),
+        _ => Err(errors),
     }
 }
 
@@ -754,6 +820,33 @@ mod tests {
         let mut names = fields(&errors);
         names.sort_unstable();
         assert_eq!(names, vec!["note", "roles[0].extra", "roles[0].role", "user_id"]);
+    }
+
+    #[test]
+    fn grant_body_names_entry_fields() {
+        let expires_at = now().timestamp() + 3600;
+        let body = format!(r#"{{"user_id":"{USER}","role":"jit_readonly","expires_at":{expires_at}}}"#);
+        let grant = parse_grant_body(body.as_bytes(), now()).unwrap();
+        assert_eq!(grant.grant.to_entry(), serde_json::json!({"role": "jit_readonly", "expires_at": expires_at}));
+
+        let errors = parse_grant_body(br#"{"user_id":"x","expires_at":"soon","roles":[]}"#, now()).unwrap_err();
+        let mut names = fields(&errors);
+        names.sort_unstable();
+        assert_eq!(names, vec!["expires_at", "role", "roles", "user_id"]);
+    }
+
+    #[test]
+    fn mapping_keeps_past_expiry_and_networks() {
+        let entry = serde_json::json!({
+            "role": "jit_readonly", "expires_at": 1000, "extra": true,
+            "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.0.0.0/8" }], "allowed_cidrs_v6": null },
+        });
+        let grant = RoleGrant::from_mapping(&entry).unwrap();
+        assert_eq!(grant.expires_at, Some(1000));
+        assert_eq!(grant.allowed_cidrs.len(), 1);
+        assert!(RoleGrant::from_mapping(&serde_json::json!({"role": 5})).is_none());
+        let broken = serde_json::json!({"role": "a", "allowed_networks": {"allowed_cidrs": [{"cidr": "nope"}]}});
+        assert!(RoleGrant::from_mapping(&broken).is_none());
     }
 
     #[test]
