@@ -2,11 +2,11 @@
 //! disturbing the user's other roles.
 //!
 //! Supabase's update replaces a user's whole role list and offers no
-//! conditional write, so both operations read the list, change one entry and
-//! write the result, guarding against a concurrent writer twice: the list is
-//! read again just before the write and the operation starts over if it
-//! changed, and after the write it waits, reads the list back and writes
-//! again if another writer's list replaced its change.
+//! conditional write. So both operations read the list, change one entry and
+//! write the result, and they guard against a concurrent writer twice. Just
+//! before the write they read the list again and start over if it changed.
+//! After the write they wait, read the list back, and write again if another
+//! writer's list replaced their change.
 //!
 //! NOTE: without a conditional write in Supabase's API, a writer that lands
 //! after the read-back can still replace this change; the read-back narrows

@@ -18,7 +18,7 @@ use crate::token::{SecretStore, TokenError};
 /// Header Persona sends; HTTP header names are case-insensitive.
 pub const SIGNATURE_HEADER: &str = "persona-signature";
 
-/// Why a request's signature was rejected.
+/// Cause of a rejected request signature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error("the Persona-Signature header is missing")]
@@ -119,7 +119,7 @@ impl SignatureVerifier {
     }
 }
 
-/// Why verification could not accept the request.
+/// Cause of a failed verification: the signature, or the secret behind it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]

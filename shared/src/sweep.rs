@@ -22,7 +22,7 @@ use crate::validate::{ProjectRef, RoleGrant, UserId};
 /// The Cedar principal of the sweep's decisions.
 pub const SWEEP_CALLER: &str = "scheduled-sweep";
 
-/// What the sweep does with a finding.
+/// Sweep behaviour for a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepMode {
     /// Record findings only: the default, so a new deployment changes nothing.

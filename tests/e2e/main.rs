@@ -3,9 +3,12 @@
 //! server, against the Supabase stand-in. Build the binaries first with
 //! `cargo build --workspace --bins`; `tests/scripts/test-all.sh` does both.
 
+mod api_definition;
 mod audit;
 mod bad_inputs;
+mod contract;
 mod faults;
+mod lifecycle;
 mod policies;
 mod routes;
 mod signature;

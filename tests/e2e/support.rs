@@ -9,7 +9,8 @@ use base64::Engine;
 use jit_guard_tests::events::{self, Caller, EventSpec};
 use jit_guard_tests::moto::MotoServer;
 use jit_guard_tests::runtime_api::{FunctionProcess, Outcome, function_binary};
-use jit_guard_tests::stand_in::StandIn;
+use jit_guard_tests::spec::Spec;
+use jit_guard_tests::stand_in::{StandIn, load_seed};
 use serde_json::Value;
 
 /// The access token the stand-in accepts; tests check it never leaks.
@@ -69,11 +70,23 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts moto with the token secret and the stand-in accepting the token.
+    /// Starts moto with the token secret and the stand-in accepting the token,
+    /// seeded from `tests/fixtures/seed.json`.
     pub async fn start() -> Harness {
+        let seed = load_seed(&StandIn::seed_path()).unwrap_or_else(|error| panic!("{error}"));
+        Harness::start_with_seed(seed).await
+    }
+
+    /// Starts like [`Harness::start`] with the stand-in serving `seed`. When
+    /// Supabase's OpenAPI document is present, the stand-in checks every
+    /// request the functions send against it.
+    pub async fn start_with_seed(seed: Value) -> Harness {
         let moto = MotoServer::start().await;
         let secret_arn = moto.create_secret(SECRET_NAME, &format!("{{\"access_token\":\"{TOKEN}\"}}")).await;
-        let stand_in = StandIn::start(TOKEN).await;
+        let stand_in = StandIn::start_with_seed(TOKEN, seed).await;
+        if let Some(spec) = Spec::official() {
+            stand_in.validate_against_spec(spec);
+        }
         Harness { moto, stand_in, secret_arn, functions: Vec::new(), responses: Default::default() }
     }
 
@@ -133,6 +146,19 @@ impl Harness {
         }
     }
 
+    /// Fails when a request the functions sent to the stand-in breaks
+    /// Supabase's OpenAPI document, or when no request was checked. Prints
+    /// why and passes when the document is absent.
+    pub fn assert_requests_match_spec(&self) {
+        if Spec::official_or_skip("the request check against the OpenAPI document").is_none() {
+            return;
+        }
+        assert!(self.stand_in.validates_against_spec(), "the harness did not turn on the stand-in's spec check");
+        assert!(self.stand_in.request_count() > 0, "no request reached the stand-in, so nothing was checked");
+        let violations: Vec<String> = self.stand_in.spec_violations().iter().map(ToString::to_string).collect();
+        assert!(violations.is_empty(), "requests break the OpenAPI document:\n{}", violations.join("\n"));
+    }
+
     /// Counts the stand-in requests with this method; lookups are GETs, so
     /// `PUT`, `POST` and `DELETE` count the operation calls alone.
     pub fn upstream_calls(&self, method: &str) -> usize {
@@ -159,11 +185,16 @@ impl Harness {
     }
 }
 
-/// Saves every function log line and response body of this harness under
-/// `JIT_GUARD_TRANSCRIPT_DIR`, so the test script can scan the whole suite's
-/// output for secrets after every test has run.
+/// Prints the requests that broke Supabase's OpenAPI document, without
+/// failing, because a test may send them on purpose. Then saves every function
+/// log line and response body of this harness under `JIT_GUARD_TRANSCRIPT_DIR`,
+/// so the test script can scan the whole suite's output for secrets after
+/// every test has run.
 impl Drop for Harness {
     fn drop(&mut self) {
+        for violation in self.stand_in.spec_violations() {
+            eprintln!("request breaks the OpenAPI document: {violation}");
+        }
         let Some(directory) = std::env::var_os("JIT_GUARD_TRANSCRIPT_DIR") else {
             return;
         };

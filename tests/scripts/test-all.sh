@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Supabase JIT Guard, installing what the tests need:
-# unit and end-to-end tests (cargo), the Cedar CLI checks of policies/, and
-# cfn-lint on template.yaml. Every server the tests start listens on 127.0.0.1.
+# unit and end-to-end tests (cargo), the Cedar CLI checks of policies/,
+# cfn-lint and sam validate on template.yaml, and openapi-spec-validator on
+# shared/openapi.yaml. Every server the tests start listens on 127.0.0.1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -9,6 +10,7 @@ cd "$root"
 
 ensure_python_tools
 ensure_cedar
+ensure_prism
 
 echo "== cargo build (the end-to-end tests run the function binaries)"
 cargo build --locked --workspace --bins
@@ -41,5 +43,13 @@ cedar run-tests --schema policies/schema.cedarschema --policies policies/policie
 
 echo "== cfn-lint"
 cfn-lint template.yaml
+
+echo "== sam validate --lint"
+# It only transforms and lints the template: the dummy region and the
+# disabled metadata lookup keep it from looking for AWS credentials.
+AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0 sam validate --lint --region us-east-1 -t template.yaml
+
+echo "== openapi-spec-validator"
+openapi-spec-validator shared/openapi.yaml
 
 echo "all tests passed"

@@ -10,13 +10,16 @@ venv=$tools_dir/venv
 cedar_root=$tools_dir/cedar
 cedar_version=4.14.1
 
-# Installs moto server, cargo-lambda and cfn-lint from PyPI unless present.
+# Installs moto server, cargo-lambda, cfn-lint, the SAM CLI and
+# openapi-spec-validator from PyPI unless present.
 ensure_python_tools() {
-  if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/cargo-lambda" ] || [ ! -x "$venv/bin/cfn-lint" ]; then
-    echo "installing moto server, cargo-lambda and cfn-lint into $venv"
+  if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/cargo-lambda" ] || [ ! -x "$venv/bin/cfn-lint" ] \
+    || [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+    echo "installing moto server, cargo-lambda, cfn-lint, the SAM CLI and openapi-spec-validator into $venv"
     mkdir -p "$tools_dir"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6' 'cargo-lambda>=1.8,<2' 'cfn-lint>=1.30,<2'
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6' 'cargo-lambda>=1.8,<2' 'cfn-lint>=1.30,<2' \
+      'aws-sam-cli>=1.140,<2' 'openapi-spec-validator>=0.7,<1'
   fi
   export PATH="$venv/bin:$PATH"
   export MOTO_SERVER="$venv/bin/moto_server"
@@ -29,4 +32,17 @@ ensure_cedar() {
     cargo install --quiet --locked cedar-policy-cli --version "$cedar_version" --root "$cedar_root"
   fi
   export PATH="$cedar_root/bin:$PATH"
+}
+
+# Installs Stoplight Prism 5 (binary `prism`) from the npm registry unless
+# present, and exports PRISM for tests/e2e/prism.rs. Needs node and npm.
+ensure_prism() {
+  local node_root=$tools_dir/node
+  local prism=$node_root/node_modules/.bin/prism
+  if ! "$prism" --version 2>/dev/null | grep -q '^5\.'; then
+    echo "installing @stoplight/prism-cli@5 into $node_root"
+    mkdir -p "$node_root"
+    npm install --prefix "$node_root" --no-audit --no-fund --loglevel=error '@stoplight/prism-cli@5'
+  fi
+  export PRISM=$prism
 }

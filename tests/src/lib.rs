@@ -10,4 +10,5 @@
 pub mod events;
 pub mod moto;
 pub mod runtime_api;
+pub mod spec;
 pub mod stand_in;

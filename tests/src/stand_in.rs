@@ -23,6 +23,10 @@
 //! connection or a rate limit. A fault is chosen when the request arrives,
 //! before the token check, and never changes state. [`StandIn::set_latency`]
 //! delays every response by a fixed time.
+//!
+//! [`StandIn::validate_against_spec`] checks every request against the
+//! operation of Supabase's OpenAPI document that it targets, and records
+//! each failure in [`StandIn::spec_violations`] without changing the response.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +56,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::spec::{RequestToCheck, Spec};
+
 /// Maximum request body the stand-in reads. The bodies of these routes are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -72,6 +78,23 @@ pub struct RecordedRequest {
     /// names it ("status 503", "drop connection"). `None` for a normal response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+}
+
+/// A request that breaks Supabase's OpenAPI document, recorded while
+/// [`StandIn::validate_against_spec`] is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecViolation {
+    pub method: String,
+    /// The path as sent, still percent-encoded.
+    pub path: String,
+    /// What failed, e.g. `body: "roles" is a required property`.
+    pub problem: String,
+}
+
+impl fmt::Display for SpecViolation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} {}: {}", self.method, self.path, self.problem)
+    }
 }
 
 /// A failure the stand-in plays instead of (or before) its normal answer.
@@ -259,6 +282,24 @@ impl StandIn {
 
     pub fn clear_requests(&self) {
         self.app.lock().requests.clear();
+    }
+
+    /// Checks every request from now on against the operation of `spec` it
+    /// targets: the method and path, the path parameters, the Content-Type
+    /// and the JSON body. Each failure is recorded in
+    /// [`StandIn::spec_violations`]. The response stays the same.
+    pub fn validate_against_spec(&self, spec: Arc<Spec>) {
+        self.app.lock().spec = Some(spec);
+    }
+
+    /// Returns whether [`StandIn::validate_against_spec`] is on.
+    pub fn validates_against_spec(&self) -> bool {
+        self.app.lock().spec.is_some()
+    }
+
+    /// Returns every recorded spec violation, oldest first.
+    pub fn spec_violations(&self) -> Vec<SpecViolation> {
+        self.app.lock().spec_violations.clone()
     }
 
     /// Replaces the expected access token, as a token rotation would: the old
@@ -525,6 +566,9 @@ struct ServerState {
     faults: Vec<InjectedFault>,
     /// Added before every response. Zero means none.
     latency: Duration,
+    /// The document requests are checked against, when checking is on.
+    spec: Option<Arc<Spec>>,
+    spec_violations: Vec<SpecViolation>,
 }
 
 /// A fault queued for one route.
@@ -602,6 +646,8 @@ impl ServerState {
             requests: Vec::new(),
             faults: Vec::new(),
             latency: Duration::ZERO,
+            spec: None,
+            spec_violations: Vec::new(),
         })
     }
 
@@ -921,6 +967,7 @@ async fn record_and_authenticate(
             .find(|(method, route)| parts.method == *method && matched.as_str() == *route)
     });
     let authorization = parts.headers.get(header::AUTHORIZATION);
+    let violations = check_against_spec(&app, &parts, &bytes);
     let mut recorded = RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -940,6 +987,7 @@ async fn record_and_authenticate(
             }
         }
         state.requests.push(recorded);
+        state.spec_violations.extend(violations);
         (fault, state.latency)
     };
 
@@ -970,6 +1018,39 @@ async fn record_and_authenticate(
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)
+}
+
+/// Checks a request against the document when checking is on. The check
+/// runs outside the state lock, because the first request of an operation
+/// compiles its validators.
+fn check_against_spec(
+    app: &App,
+    parts: &axum::http::request::Parts,
+    body: &Bytes,
+) -> Vec<SpecViolation> {
+    let Some(spec) = app.lock().spec.clone() else {
+        return Vec::new();
+    };
+    let method = parts.method.as_str();
+    let path = parts.uri.path();
+    let request = RequestToCheck {
+        method,
+        path,
+        query: parts.uri.query(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok()),
+        body,
+    };
+    spec.check_request(&request)
+        .into_iter()
+        .map(|problem| SpecViolation {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            problem,
+        })
+        .collect()
 }
 
 /// Builds the response for every fault except `Delay`, whose request gets the normal response.
@@ -1313,6 +1394,7 @@ async fn delete_jit_access(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Strictness;
 
     const TOKEN: &str = "sbp_test_token_0001";
     const FIRST_REF: &str = "abcdefghijklmnopqrst";
@@ -2088,161 +2170,15 @@ mod tests {
     // Responses against the Management API's OpenAPI document
     // -----------------------------------------------------------------------
 
-    const SPEC_PATH: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/supabase/management-api-v1.openapi.json"
-    );
-
-    /// Converts an OpenAPI 3.0 schema object into JSON Schema 2020-12.
-    ///
-    /// What changes:
-    /// - `nullable: true` becomes a type union with `"null"` (and adds `null`
-    ///   to an `enum`); without a `type` it becomes `anyOf: [schema, {type: null}]`.
-    ///   `nullable: false` is dropped, as it is the default.
-    /// - `$ref: "#/components/schemas/X"` becomes `#/$defs/X`; the caller
-    ///   embeds the referenced components under `$defs`.
-    /// - An object schema with `properties` and no `additionalProperties`
-    ///   gets `additionalProperties: false`. This is stricter than the
-    ///   document on purpose: the stand-in must not invent fields.
-    ///
-    /// Everything else is kept. `type: "null"` is already JSON Schema;
-    /// `description`, `example` and `deprecated` are annotations in both.
-    fn to_json_schema(schema: &Value) -> Value {
-        let Value::Object(object) = schema else {
-            return schema.clone();
-        };
-        let mut converted = serde_json::Map::new();
-        for (keyword, value) in object {
-            let value = match keyword.as_str() {
-                "$ref" => {
-                    let target = value.as_str().expect("$ref is a string");
-                    let name = target
-                        .strip_prefix("#/components/schemas/")
-                        .unwrap_or_else(|| panic!("unsupported $ref {target}"));
-                    json!(format!("#/$defs/{name}"))
-                }
-                "properties" => Value::Object(
-                    value
-                        .as_object()
-                        .expect("properties is an object")
-                        .iter()
-                        .map(|(name, property)| (name.clone(), to_json_schema(property)))
-                        .collect(),
-                ),
-                "items" | "not" | "additionalProperties" => to_json_schema(value),
-                "allOf" | "anyOf" | "oneOf" => Value::Array(
-                    value
-                        .as_array()
-                        .expect("a combinator holds an array")
-                        .iter()
-                        .map(to_json_schema)
-                        .collect(),
-                ),
-                "nullable" => continue,
-                _ => value.clone(),
-            };
-            converted.insert(keyword.clone(), value);
-        }
-
-        if converted.contains_key("properties") && !converted.contains_key("additionalProperties") {
-            converted.insert("additionalProperties".into(), json!(false));
-        }
-        if object.get("nullable") == Some(&json!(true)) {
-            if let Some(Value::Array(values)) = converted.get_mut("enum") {
-                values.push(Value::Null);
-            }
-            match converted.get("type").cloned() {
-                Some(Value::String(single)) => {
-                    converted.insert("type".into(), json!([single, "null"]));
-                }
-                Some(other) => panic!("nullable with an unsupported type {other}"),
-                None => return json!({ "anyOf": [Value::Object(converted), { "type": "null" }] }),
-            }
-        }
-        Value::Object(converted)
+    /// Builds the validator of the 200 response of `operation_id` with every
+    /// object closed, so a field the document does not list fails. Returns
+    /// `None` when that response has no JSON body.
+    fn response_validator(spec: &Spec, operation_id: &str) -> Option<Arc<jsonschema::Validator>> {
+        spec.response_validator(operation_id, "200", Strictness::ClosedObjects)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// Adds to `found` every component `schema` refers to, directly or through
-    /// other components.
-    fn collect_components(
-        schema: &Value,
-        components: &serde_json::Map<String, Value>,
-        found: &mut BTreeMap<String, Value>,
-    ) {
-        match schema {
-            Value::Object(object) => {
-                if let Some(name) = object
-                    .get("$ref")
-                    .and_then(Value::as_str)
-                    .and_then(|target| target.strip_prefix("#/components/schemas/"))
-                {
-                    if !found.contains_key(name) {
-                        let component = components
-                            .get(name)
-                            .unwrap_or_else(|| panic!("the document has no component {name}"));
-                        found.insert(name.to_owned(), to_json_schema(component));
-                        collect_components(component, components, found);
-                    }
-                }
-                object
-                    .values()
-                    .for_each(|value| collect_components(value, components, found));
-            }
-            Value::Array(values) => values
-                .iter()
-                .for_each(|value| collect_components(value, components, found)),
-            _ => {}
-        }
-    }
-
-    /// Builds a validator for the 200 response of `operation_id`, or `None`
-    /// when that response has no JSON body.
-    fn response_validator(spec: &Value, operation_id: &str) -> Option<jsonschema::Validator> {
-        let operation = spec["paths"]
-            .as_object()
-            .expect("paths is an object")
-            .values()
-            .flat_map(|path_item| {
-                path_item
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|methods| methods.values())
-            })
-            .find(|operation| operation["operationId"] == operation_id)
-            .unwrap_or_else(|| panic!("the document has no operation {operation_id}"));
-        let response = &operation["responses"]["200"];
-        assert!(
-            response.is_object(),
-            "{operation_id} defines no 200 response"
-        );
-        let schema = response.pointer("/content/application~1json/schema")?;
-
-        let components = spec["components"]["schemas"]
-            .as_object()
-            .expect("components.schemas is an object");
-        let mut definitions = BTreeMap::new();
-        collect_components(schema, components, &mut definitions);
-        let mut root = to_json_schema(schema);
-        let root_object = root
-            .as_object_mut()
-            .expect("a response schema is an object");
-        root_object.insert(
-            "$schema".into(),
-            json!("https://json-schema.org/draft/2020-12/schema"),
-        );
-        root_object.insert("$defs".into(), json!(definitions));
-
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&root)
-            .unwrap_or_else(|error| {
-                panic!("the converted schema of {operation_id} does not compile: {error}")
-            });
-        Some(validator)
-    }
-
-    fn assert_matches_spec(spec: &Value, operation_id: &str, reply: &Reply) {
+    fn assert_matches_spec(spec: &Spec, operation_id: &str, reply: &Reply) {
         assert_eq!(reply.status, 200, "{operation_id}: {}", reply.text);
         match response_validator(spec, operation_id) {
             Some(validator) => {
@@ -2265,13 +2201,9 @@ mod tests {
 
     #[tokio::test]
     async fn responses_match_openapi_schemas() {
-        let Ok(text) = std::fs::read_to_string(SPEC_PATH) else {
-            println!(
-                "the Management API OpenAPI document is absent at {SPEC_PATH}; schema check skipped"
-            );
+        let Some(spec) = Spec::official_or_skip("the response schema check") else {
             return;
         };
-        let spec: Value = serde_json::from_str(&text).expect("the OpenAPI document is JSON");
         let stand_in = StandIn::start(TOKEN).await;
 
         for slug in ["acme-security", "globex-labs"] {
@@ -2367,13 +2299,9 @@ mod tests {
     /// reject what the document forbids.
     #[test]
     fn converted_schemas_reject_wrong_shapes() {
-        let Ok(text) = std::fs::read_to_string(SPEC_PATH) else {
-            println!(
-                "the Management API OpenAPI document is absent at {SPEC_PATH}; schema check skipped"
-            );
+        let Some(spec) = Spec::official_or_skip("the response schema check") else {
             return;
         };
-        let spec: Value = serde_json::from_str(&text).expect("the OpenAPI document is JSON");
         let member = json!({
             "user_id": ALICE, "user_name": "alice", "role_name": "Owner", "mfa_enabled": true, "avatar_url": null
         });
@@ -2424,6 +2352,159 @@ mod tests {
             !update.is_valid(&json!({ "user_id": ALICE, "roles": [] })),
             "the response field is user_roles"
         );
+    }
+
+    // -----------------------------------------------------------------------
+    // Requests against the Management API's OpenAPI document
+    // -----------------------------------------------------------------------
+
+    /// Starts a stand-in that checks requests against the official document,
+    /// or returns `None` when the document is absent.
+    async fn start_validating(check: &str) -> Option<StandIn> {
+        let spec = Spec::official_or_skip(check)?;
+        let stand_in = StandIn::start(TOKEN).await;
+        stand_in.validate_against_spec(spec);
+        Some(stand_in)
+    }
+
+    #[tokio::test]
+    async fn spec_mode_passes_valid_requests() {
+        let Some(stand_in) = start_validating("the request check").await else {
+            return;
+        };
+        let update = json!({ "user_id": CAROL, "roles": [{ "role": "jit_readonly", "expires_at": FAR_FUTURE }] });
+
+        let replies = [
+            call(
+                &stand_in,
+                "GET",
+                "/v1/organizations/acme-security/members",
+                None,
+            )
+            .await,
+            call(&stand_in, "GET", "/v1/projects", None).await,
+            call(&stand_in, "GET", &format!("/v1/projects/{FIRST_REF}"), None).await,
+            authorize(&stand_in, FIRST_REF, "postgres", "203.0.113.10").await,
+            call(&stand_in, "PUT", &jit_path(FIRST_REF), Some(update)).await,
+            call(
+                &stand_in,
+                "GET",
+                &format!("{}/list", jit_path(FIRST_REF)),
+                None,
+            )
+            .await,
+            call(
+                &stand_in,
+                "DELETE",
+                &format!("{}/{BOB}", jit_path(FIRST_REF)),
+                None,
+            )
+            .await,
+        ];
+
+        for reply in &replies {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+        }
+        assert!(stand_in.validates_against_spec());
+        assert_eq!(stand_in.spec_violations(), []);
+    }
+
+    #[tokio::test]
+    async fn spec_mode_records_user_roles_body() {
+        let Some(stand_in) = start_validating("the request check").await else {
+            return;
+        };
+        let body = json!({ "user_id": CAROL, "user_roles": [{ "role": "jit_readonly" }] });
+
+        call(&stand_in, "PUT", &jit_path(FIRST_REF), Some(body)).await;
+
+        let violations = stand_in.spec_violations();
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert_eq!(violations[0].method, "PUT");
+        assert_eq!(violations[0].path, jit_path(FIRST_REF));
+        assert_eq!(
+            violations[0].problem,
+            "body: \"roles\" is a required property"
+        );
+    }
+
+    #[tokio::test]
+    async fn spec_mode_records_nineteen_letter_ref() {
+        let Some(stand_in) = start_validating("the request check").await else {
+            return;
+        };
+        let short_ref = &FIRST_REF[..19];
+
+        call(&stand_in, "GET", &format!("/v1/projects/{short_ref}"), None).await;
+
+        let violations = stand_in.spec_violations();
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert_eq!(violations[0].path, format!("/v1/projects/{short_ref}"));
+        assert_eq!(
+            violations[0].problem,
+            format!("path parameter ref: {short_ref:?} is shorter than 20 characters")
+        );
+    }
+
+    #[tokio::test]
+    async fn spec_mode_records_string_expires_at() {
+        let Some(stand_in) = start_validating("the request check").await else {
+            return;
+        };
+        let body = json!({ "user_id": CAROL, "roles": [{ "role": "jit_readonly", "expires_at": "4102444800" }] });
+
+        call(&stand_in, "PUT", &jit_path(FIRST_REF), Some(body)).await;
+
+        let violations = stand_in.spec_violations();
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert!(
+            violations[0]
+                .problem
+                .starts_with("body/roles/0/expires_at:"),
+            "{}",
+            violations[0]
+        );
+        assert!(
+            violations[0].problem.contains("\"number\""),
+            "{}",
+            violations[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn spec_mode_records_unknown_route_and_faulted_requests() {
+        let Some(stand_in) = start_validating("the request check").await else {
+            return;
+        };
+        stand_in.inject("GET", PROJECT_ROUTE, status_fault(503), Some(1));
+
+        call(&stand_in, "GET", "/v1/nothing", None).await;
+        call(&stand_in, "GET", "/v1/projects/abcdefghijklmnopqrs1", None).await;
+
+        let problems: Vec<String> = stand_in
+            .spec_violations()
+            .into_iter()
+            .map(|violation| violation.problem)
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("no path of the spec matches /v1/nothing"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].starts_with("path parameter ref"),
+            "{problems:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn spec_mode_is_off_by_default() {
+        let stand_in = StandIn::start(TOKEN).await;
+
+        call(&stand_in, "GET", "/v1/projects/short", None).await;
+
+        assert!(!stand_in.validates_against_spec());
+        assert_eq!(stand_in.spec_violations(), []);
     }
 
     // -----------------------------------------------------------------------

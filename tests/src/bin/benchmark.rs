@@ -1,0 +1,387 @@
+//! Benchmark of Supabase JIT Guard: what a caller pays for the guardrails.
+//!
+//! Runs every function's release binary under the local Lambda Runtime API
+//! against the Supabase stand-in with a fixed added latency, side by side
+//! with direct HTTP calls to the same stand-in, and prints a Markdown report.
+//! Timings are compared as ratios inside one run, because machines here are
+//! shared and noisy. Run it with `tests/scripts/benchmark.sh`.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jit_guard::policy::{Action, Guard, Resource};
+use jit_guard_tests::events::{self, Caller, EventSpec};
+use jit_guard_tests::moto::MotoServer;
+use jit_guard_tests::runtime_api::{FunctionProcess, Outcome, function_binary};
+use jit_guard_tests::stand_in::StandIn;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "sbp_bench0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const PROJECT: &str = "abcdefghijklmnopqrst";
+const ORGANIZATION: &str = "acme-security";
+const BOB: &str = "22222222-2222-4222-8222-222222222222";
+const CAROL: &str = "33333333-3333-4333-8333-333333333333";
+/// Latency added to every stand-in response, in place of the network to Supabase.
+const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
+const WARMUP: usize = 20;
+const DEFAULT_ITERATIONS: usize = 1000;
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One operation to measure: the function, its request, and whether it needs a fresh mapping first.
+struct Operation {
+    function: &'static str,
+    method: &'static str,
+    path: String,
+    body: Option<String>,
+    /// Revoke removes the mapping it targets, so it is put back (untimed) before each call.
+    restore_mapping: bool,
+}
+
+fn operations() -> Vec<Operation> {
+    let jit = format!("/v1/projects/{PROJECT}/database/jit");
+    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
+    let update = json!({
+        "user_id": CAROL,
+        "roles": [{ "role": "jit_readonly", "expires_at": expires_at,
+            "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] } }],
+    });
+    vec![
+        Operation { function: "list-organization-members", method: "GET", path: format!("/v1/organizations/{ORGANIZATION}/members"), body: None, restore_mapping: false },
+        Operation { function: "list-projects", method: "GET", path: "/v1/projects".into(), body: None, restore_mapping: false },
+        Operation { function: "get-project", method: "GET", path: format!("/v1/projects/{PROJECT}"), body: None, restore_mapping: false },
+        Operation {
+            function: "authorize-jit-access",
+            method: "POST",
+            path: jit.clone(),
+            body: Some(json!({ "role": "supabase_read_only_user", "rhost": "10.1.2.3" }).to_string()),
+            restore_mapping: false,
+        },
+        Operation { function: "update-jit-access", method: "PUT", path: jit.clone(), body: Some(update.to_string()), restore_mapping: false },
+        Operation { function: "list-jit-access", method: "GET", path: format!("{jit}/list"), body: None, restore_mapping: false },
+        Operation { function: "revoke-jit-access", method: "DELETE", path: format!("{jit}/{BOB}"), body: None, restore_mapping: true },
+    ]
+}
+
+/// Percentile of sorted samples, nearest rank.
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let rank = ((sorted.len() as f64) * fraction).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2}", duration.as_secs_f64() * 1000.0)
+}
+
+fn event(operation: &Operation) -> Value {
+    let mut spec = EventSpec::new(operation.method, operation.path.clone())
+        .caller(Caller::IamUser("arn:aws:iam::123456789012:role/benchmark".into()));
+    if let Some(body) = &operation.body {
+        spec = spec.body(body.clone()).header("content-type", "application/json");
+    }
+    events::function_url(&spec)
+}
+
+fn status_of(outcome: &Outcome) -> u16 {
+    match outcome {
+        Outcome::Response(response) => response["statusCode"].as_u64().unwrap_or(0) as u16,
+        other => panic!("the function did not answer: {other:?}"),
+    }
+}
+
+/// Sends the operation straight to the stand-in, as a workflow without the guard would.
+async fn direct_call(client: &reqwest::Client, base: &str, operation: &Operation) -> u16 {
+    let method = reqwest::Method::from_bytes(operation.method.as_bytes()).expect("valid method");
+    let mut request = client.request(method, format!("{base}{}", operation.path)).bearer_auth(TOKEN);
+    if let Some(body) = &operation.body {
+        request = request.header("content-type", "application/json").body(body.clone());
+    }
+    let response = request.send().await.expect("the stand-in answers");
+    let status = response.status().as_u16();
+    response.bytes().await.expect("the stand-in sends a body");
+    status
+}
+
+/// Puts bob's mapping back so that each revoke removes a real mapping.
+async fn restore_mapping(client: &reqwest::Client, base: &str) {
+    let body = json!({ "user_id": BOB, "roles": [{ "role": "jit_readonly", "expires_at": 4102444800i64 }] });
+    let path = format!("{base}/v1/projects/{PROJECT}/database/jit");
+    let response = client.put(path).bearer_auth(TOKEN).json(&body).send().await.expect("the stand-in answers");
+    assert!(response.status().is_success(), "restoring the mapping failed: {}", response.status());
+}
+
+/// Reads a numeric log field from the first line carrying `message`.
+fn log_field(lines: &[String], message: &str, field: &str) -> Option<u64> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|record| record["fields"]["message"] == message)
+        .and_then(|record| record["fields"][field].as_u64())
+}
+
+fn zipped_size(binary: &Path) -> u64 {
+    let bytes = std::fs::read(binary).expect("read the binary");
+    let mut buffer = std::io::Cursor::new(Vec::new());
+    let mut archive = zip::ZipWriter::new(&mut buffer);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o755);
+    archive.start_file("bootstrap", options).expect("zip entry");
+    archive.write_all(&bytes).expect("zip write");
+    archive.finish().expect("zip finish");
+    buffer.into_inner().len() as u64
+}
+
+/// Median time of one call of `work`, over `rounds` rounds.
+fn median_time(rounds: usize, mut work: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let started = Instant::now();
+            work();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    percentile(&samples, 0.5)
+}
+
+/// Decision time of an update with 4 roles and 6 networks (3 IPv4, 3 IPv6): 24 Cedar requests.
+fn large_update_decision(guard: &Guard) -> Duration {
+    let project = jit_guard::facts::ProjectFacts {
+        project_ref: PROJECT.into(),
+        name: "acme-staging".into(),
+        region: "eu-central-1".into(),
+        status: "ACTIVE_HEALTHY".into(),
+        organization_slug: ORGANIZATION.into(),
+    };
+    let networks = ["10.1.0.0/16", "10.2.0.0/16", "192.168.4.0/24", "fd00:1::/64", "fd00:2::/64", "2001:db8:5::/48"];
+    let roles = ["jit_readonly", "jit_support", "supabase_read_only_user", "analyst"];
+    let contexts: Vec<Value> = roles
+        .iter()
+        .flat_map(|role| {
+            networks.iter().map(move |network| {
+                json!({
+                    "user_id": CAROL, "role": role,
+                    "network": { "__extn": { "fn": "ip", "arg": network } },
+                    "network_prefix_length": network.rsplit('/').next().unwrap().parse::<i64>().unwrap(),
+                    "expires_at": { "__extn": { "fn": "datetime", "arg": "2026-12-04T16:00:00Z" } },
+                    "expires_in": { "__extn": { "fn": "duration", "arg": "4h" } },
+                    "now": { "__extn": { "fn": "datetime", "arg": "2026-12-04T12:00:00Z" } },
+                    "branches_only": false,
+                    "target_user": { "is_member": true, "role_name": "Developer", "mfa_enabled": true },
+                })
+            })
+        })
+        .collect();
+    median_time(2000, || {
+        let entities = guard.entities(Some(&project));
+        for context in &contexts {
+            let decision = guard.decide("benchmark", Action::UpdateJitAccess, Resource::Project(PROJECT), context.clone(), &entities);
+            std::hint::black_box(decision);
+        }
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|line| line.starts_with("model name")).map(|line| line.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(0);
+    format!("{} ({cores} cores, {})", cpu, std::env::consts::ARCH)
+}
+
+/// One operation's figures.
+struct Figures {
+    function: &'static str,
+    cold_start: Duration,
+    init_us: u64,
+    config_us: u64,
+    policy_us: u64,
+    secret_read_us: u64,
+    function_p50: Duration,
+    function_p99: Duration,
+    direct_p50: Duration,
+    direct_p99: Duration,
+    peak_rss_kib: u64,
+    stripped_bytes: u64,
+    zipped_bytes: u64,
+    secret_reads_warm: usize,
+}
+
+#[tokio::main]
+async fn main() {
+    let iterations = std::env::var("BENCHMARK_ITERATIONS").ok().and_then(|value| value.parse().ok()).unwrap_or(DEFAULT_ITERATIONS);
+    let moto = MotoServer::start().await;
+    let secret_arn = moto.create_secret("jit-guard/benchmark-token", TOKEN).await;
+    let stand_in = StandIn::start(TOKEN).await;
+    stand_in.set_latency(UPSTREAM_LATENCY);
+    let base = stand_in.url();
+    let client = reqwest::Client::new();
+
+    let mut env = moto.aws_env();
+    env.push(("SUPABASE_API_URL".into(), base.clone()));
+    env.push(("SUPABASE_TOKEN_SECRET_ID".into(), secret_arn));
+
+    let mut figures = Vec::new();
+    for operation in operations() {
+        eprintln!("measuring {} ...", operation.function);
+        let binary = function_binary(operation.function);
+
+        // Cold start: spawn to first response, minus the upstream calls that response waited for.
+        if operation.restore_mapping {
+            restore_mapping(&client, &base).await;
+        }
+        let calls_before = stand_in.request_count();
+        let spawned = Instant::now();
+        let process = FunctionProcess::spawn(&binary, &env).await.expect("spawn the function");
+        let first = process.invoke(event(&operation), INVOKE_TIMEOUT).await;
+        let first_total = spawned.elapsed();
+        status_of(&first.outcome);
+        let upstream_calls = (stand_in.request_count() - calls_before) as u32;
+        let lines = process.log_lines();
+        let init_us = log_field(&lines, "init complete", "init_us").unwrap_or(0);
+        let config_us = log_field(&lines, "init complete", "config_us").unwrap_or(0);
+        let policy_us = log_field(&lines, "init complete", "policy_us").unwrap_or(0);
+        let secret_read_us = log_field(&lines, "token secret read", "elapsed_us").unwrap_or(0);
+
+        // Warm: the function and the direct call alternate, so both see the same machine load.
+        process.set_settle_logs(false);
+        for _ in 0..WARMUP {
+            if operation.restore_mapping {
+                restore_mapping(&client, &base).await;
+            }
+            process.invoke(event(&operation), INVOKE_TIMEOUT).await;
+            direct_call(&client, &base, &operation).await;
+        }
+        let reads_before = moto.get_secret_value_count();
+        let mut through_function = Vec::with_capacity(iterations);
+        let mut direct = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            if operation.restore_mapping {
+                restore_mapping(&client, &base).await;
+            }
+            let invocation = process.invoke(event(&operation), INVOKE_TIMEOUT).await;
+            let status = status_of(&invocation.outcome);
+            assert!(status < 300, "{} answered {status}", operation.function);
+            through_function.push(invocation.elapsed);
+
+            if operation.restore_mapping {
+                restore_mapping(&client, &base).await;
+            }
+            let started = Instant::now();
+            let status = direct_call(&client, &base, &operation).await;
+            assert!(status < 300, "direct {} answered {status}", operation.function);
+            direct.push(started.elapsed());
+        }
+        let secret_reads_warm = moto.get_secret_value_count() - reads_before;
+        through_function.sort();
+        direct.sort();
+
+        // The direct call's median is one upstream round trip including the added latency.
+        let upstream_share = percentile(&direct, 0.5) * upstream_calls;
+        let metadata = std::fs::metadata(&binary).expect("binary metadata");
+        figures.push(Figures {
+            function: operation.function,
+            cold_start: first_total.saturating_sub(upstream_share),
+            init_us,
+            config_us,
+            policy_us,
+            secret_read_us,
+            function_p50: percentile(&through_function, 0.5),
+            function_p99: percentile(&through_function, 0.99),
+            direct_p50: percentile(&direct, 0.5),
+            direct_p99: percentile(&direct, 0.99),
+            peak_rss_kib: process.peak_rss_kib().unwrap_or(0),
+            stripped_bytes: metadata.len(),
+            zipped_bytes: zipped_size(&binary),
+            secret_reads_warm,
+        });
+    }
+
+    // The floor the harness itself adds: a function that only echoes its event.
+    let echo = FunctionProcess::spawn(&function_binary("echo-function"), &[]).await.expect("spawn echo-function");
+    echo.set_settle_logs(false);
+    let mut floor: Vec<Duration> = Vec::with_capacity(iterations);
+    let sample = event(&operations()[2]);
+    for _ in 0..WARMUP {
+        echo.invoke(sample.clone(), INVOKE_TIMEOUT).await;
+    }
+    for _ in 0..iterations {
+        floor.push(echo.invoke(sample.clone(), INVOKE_TIMEOUT).await.elapsed);
+    }
+    floor.sort();
+    let floor = (percentile(&floor, 0.5), percentile(&floor, 0.99));
+
+    let policy_load = median_time(200, || {
+        std::hint::black_box(Guard::from_defaults().expect("default policies load"));
+    });
+    let guard = Guard::from_defaults().expect("default policies load");
+    let decision = large_update_decision(&guard);
+
+    print_report(&figures, iterations, policy_load, decision, floor);
+}
+
+fn print_report(
+    figures: &[Figures],
+    iterations: usize,
+    policy_load: Duration,
+    decision: Duration,
+    floor: (Duration, Duration),
+) {
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!("Run on {}, {}, with `tests/scripts/benchmark.sh` ({iterations} warm invocations per operation,", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"), machine());
+    println!("stand-in latency {} ms per call, release binaries for {}).", UPSTREAM_LATENCY.as_millis(), std::env::consts::ARCH);
+    println!();
+    println!("| function | cold start ms | init µs | config µs | policy load µs | secret read µs | p50 ms (direct) | p99 ms (direct) | p50 ratio | p99 ratio | peak RSS MiB | stripped MiB | zipped MiB | Secrets Manager calls per {iterations} warm |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for figure in figures {
+        let p50_ratio = figure.function_p50.as_secs_f64() / figure.direct_p50.as_secs_f64();
+        let p99_ratio = figure.function_p99.as_secs_f64() / figure.direct_p99.as_secs_f64();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {:.3} | {:.3} | {:.1} | {:.1} | {:.2} | {} |",
+            figure.function,
+            ms(figure.cold_start),
+            figure.init_us,
+            figure.config_us,
+            figure.policy_us,
+            figure.secret_read_us,
+            ms(figure.function_p50),
+            ms(figure.direct_p50),
+            ms(figure.function_p99),
+            ms(figure.direct_p99),
+            p50_ratio,
+            p99_ratio,
+            figure.peak_rss_kib as f64 / 1024.0,
+            figure.stripped_bytes as f64 / 1_048_576.0,
+            figure.zipped_bytes as f64 / 1_048_576.0,
+            figure.secret_reads_warm,
+        );
+    }
+    println!();
+    println!(
+        "Runtime API floor (echo-function through the same local Runtime API, same event): p50 {} ms, p99 {} ms.",
+        ms(floor.0),
+        ms(floor.1)
+    );
+    println!();
+    println!("In-process figures: policy load and strict validation {} µs (median of 200); decision for an update of 4 roles x 6 networks (24 Cedar requests) {} µs (median of 2000).", policy_load.as_micros(), decision.as_micros());
+    println!();
+    println!("| target | worst figure | verdict |");
+    println!("|---|---|---|");
+    let worst = |value: fn(&Figures) -> f64| figures.iter().map(value).fold(f64::MIN, f64::max);
+    let p50 = worst(|figure| figure.function_p50.as_secs_f64() / figure.direct_p50.as_secs_f64());
+    let p99 = worst(|figure| figure.function_p99.as_secs_f64() / figure.direct_p99.as_secs_f64());
+    let cold = worst(|figure| figure.cold_start.as_secs_f64() * 1000.0);
+    let rss = worst(|figure| figure.peak_rss_kib as f64 / 1024.0);
+    let zipped = worst(|figure| figure.zipped_bytes as f64 / 1_048_576.0);
+    let reads = figures.iter().map(|figure| figure.secret_reads_warm).max().unwrap_or(0);
+    println!("| warm p50 ratio <= 1.02 | {p50:.3} | {} |", verdict(p50 <= 1.02));
+    println!("| warm p99 ratio <= 1.05 | {p99:.3} | {} |", verdict(p99 <= 1.05));
+    println!("| cold start <= 10 ms excluding network | {cold:.2} ms | {} |", verdict(cold <= 10.0));
+    println!("| policy load and validation <= 2 ms | {:.2} ms | {} |", policy_load.as_secs_f64() * 1000.0, verdict(policy_load <= Duration::from_millis(2)));
+    println!("| large update decision <= 100 µs | {} µs | {} |", decision.as_micros(), verdict(decision <= Duration::from_micros(100)));
+    println!("| peak RSS <= 20 MB | {rss:.1} MiB | {} |", verdict(rss <= 20.0 * 1_000_000.0 / 1_048_576.0));
+    println!("| zipped bootstrap <= 5 MB | {zipped:.2} MiB | {} |", verdict(zipped <= 5.0 * 1_000_000.0 / 1_048_576.0));
+    println!("| zero Secrets Manager calls on warm invocations | {reads} | {} |", verdict(reads == 0));
+}
