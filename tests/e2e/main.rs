@@ -11,6 +11,7 @@ mod faults;
 mod lifecycle;
 mod policies;
 mod routes;
+mod secret_store;
 mod signature;
 mod support;
 mod token;
