@@ -16,8 +16,8 @@ use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
-use crate::error::{Error, FieldError};
-use crate::operations::{App, passed_on};
+use crate::error::Error;
+use crate::operations::{App, both, passed_on};
 use crate::policy::{Action, Resource};
 use crate::request::Call;
 use crate::supabase::ManagementApi;
@@ -33,16 +33,8 @@ impl<M: ManagementApi> App<M> {
         audit: &mut Option<AuditRecord>,
     ) -> Result<Response<Body>, Error> {
         let now = (self.clock)();
-        let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
-        let body = parse_grant_body(&call.body, now);
-        let (project_ref, request) = match (project_ref, body) {
-            (Ok(project_ref), Ok(request)) => (project_ref, request),
-            (project_ref, body) => {
-                let mut errors: Vec<FieldError> = project_ref.err().into_iter().collect();
-                errors.extend(body.err().unwrap_or_default());
-                return Err(Error::InvalidRequest(errors));
-            }
-        };
+        let (project_ref, request) =
+            both(ProjectRef::parse("ref", call.path_parameter("ref")), parse_grant_body(&call.body, now))?;
 
         let project = self.facts.project(&self.supabase, &project_ref).await?;
         let target_user = self.facts.target_user(&self.supabase, &project.organization_slug, &request.user_id).await?;

@@ -235,16 +235,8 @@ impl<M: ManagementApi> App<M> {
     }
 
     async fn authorize_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
-        let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
-        let body = parse_authorize_body(&call.body);
-        let (project_ref, request) = match (project_ref, body) {
-            (Ok(project_ref), Ok(request)) => (project_ref, request),
-            (project_ref, body) => {
-                let mut errors: Vec<FieldError> = project_ref.err().into_iter().collect();
-                errors.extend(body.err().unwrap_or_default());
-                return Err(Error::InvalidRequest(errors));
-            }
-        };
+        let (project_ref, request) =
+            both(ProjectRef::parse("ref", call.path_parameter("ref")), parse_authorize_body(&call.body))?;
 
         let project = self.facts.project(&self.supabase, &project_ref).await?;
 
@@ -278,16 +270,8 @@ impl<M: ManagementApi> App<M> {
 
     async fn update_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let now = (self.clock)();
-        let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
-        let body = parse_update_body(&call.body, now);
-        let (project_ref, request) = match (project_ref, body) {
-            (Ok(project_ref), Ok(request)) => (project_ref, request),
-            (project_ref, body) => {
-                let mut errors: Vec<FieldError> = project_ref.err().into_iter().collect();
-                errors.extend(body.err().unwrap_or_default());
-                return Err(Error::InvalidRequest(errors));
-            }
-        };
+        let (project_ref, request) =
+            both(ProjectRef::parse("ref", call.path_parameter("ref")), parse_update_body(&call.body, now))?;
 
         let project = self.facts.project(&self.supabase, &project_ref).await?;
         let target_user = self.facts.target_user(&self.supabase, &project.organization_slug, &request.user_id).await?;
@@ -473,6 +457,18 @@ fn log_decision(call: &Call, action: Action, record: &AuditRecord, verdict: &Ver
 
 pub(crate) fn invalid(error: FieldError) -> Error {
     Error::InvalidRequest(vec![error])
+}
+
+/// Pairs a parsed path parameter with a parsed body, or lists the field errors of both.
+pub(crate) fn both<A, B>(first: Result<A, FieldError>, second: Result<B, Vec<FieldError>>) -> Result<(A, B), Error> {
+    match (first, second) {
+        (Ok(first), Ok(second)) => Ok((first, second)),
+        (first, second) => {
+            let mut errors: Vec<FieldError> = first.err().into_iter().collect();
+            errors.extend(second.err().unwrap_or_default());
+            Err(Error::InvalidRequest(errors))
+        }
+    }
 }
 
 /// Builds a Cedar `ip` extension value in the JSON context format.
