@@ -30,17 +30,6 @@ pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:role/persona-workflows";
 
 pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Every binary of the bundle.
-pub const FUNCTIONS: [&str; 7] = [
-    "list-organization-members",
-    "list-projects",
-    "get-project",
-    "authorize-jit-access",
-    "update-jit-access",
-    "list-jit-access",
-    "revoke-jit-access",
-];
-
 /// An HTTP response as the function returned it.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
