@@ -143,7 +143,7 @@ fn template_routes_match_code_and_definition() {
             continue;
         }
         assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{logical_id}");
-        let binary = resource["Metadata"]["Binary"].as_str().unwrap_or_else(|| panic!("{logical_id} names no Binary"));
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap_or_else(|| panic!("{logical_id} names no Binary"));
         assert!(binaries.contains(binary), "{logical_id} names {binary}, which is not a folder under functions/");
         assert!(deployed_binaries.insert(binary.to_owned()), "{binary} is deployed twice");
         let events_of_type = |types: &[&str]| -> Vec<&Value> {
