@@ -428,16 +428,20 @@ impl<M: ManagementApi> App<M> {
     }
 }
 
-/// Finds the instant the invocation must answer by, from the Lambda context;
-/// without one (unit tests), a minute from now.
+/// Finds the instant the invocation must answer by, from the Lambda context.
+/// A deadline that is missing or already past is not a real Lambda deadline:
+/// `cargo lambda watch` sends a relative 600000 ms, which reads as 1970. Then
+/// a minute from now is used, and the call timeouts still bound each call.
 fn lambda_deadline(request: &Request) -> Instant {
-    let now = Instant::now();
     let left = request
         .lambda_context_ref()
-        .map(|context| context.deadline().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
-        .unwrap_or(Duration::from_secs(60));
-    now + left
+        .and_then(|context| context.deadline().duration_since(SystemTime::now()).ok())
+        .unwrap_or(FALLBACK_TIME_LEFT);
+    Instant::now() + left
 }
+
+/// Time left assumed when the event carries no usable deadline.
+const FALLBACK_TIME_LEFT: Duration = Duration::from_secs(60);
 
 /// Writes the one log line of an access decision.
 fn log_decision(call: &Call, action: Action, record: &AuditRecord, verdict: &Verdict) {
@@ -722,6 +726,23 @@ mod tests {
         let event = function_url_event("POST", &path, Some(r#"{"role":"jit_readonly","rhost":"fd00::5"}"#));
         let response = app.handle(Action::AuthorizeJitAccess, event).await;
         assert_eq!(response.status(), 200);
+    }
+
+    #[test]
+    fn past_deadline_falls_back_to_a_minute() {
+        let mut context = lambda_runtime::Context::default();
+        // cargo lambda watch sends 600000, a relative time that reads as January 1970.
+        context.deadline = 600_000;
+        let request = function_url_event("GET", "/v1/projects", None).with_lambda_context(context);
+        let left = lambda_deadline(&request).saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(59), "{left:?}");
+
+        let mut context = lambda_runtime::Context::default();
+        let in_five_seconds = SystemTime::now() + Duration::from_secs(5);
+        context.deadline = in_five_seconds.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let request = function_url_event("GET", "/v1/projects", None).with_lambda_context(context);
+        let left = lambda_deadline(&request).saturating_duration_since(Instant::now());
+        assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(3), "{left:?}");
     }
 
     #[tokio::test]
