@@ -36,6 +36,9 @@ if grep -rlE 'sbp_e2e|sbp_rotated|whsec_e2e' "$transcripts"; then
 fi
 echo "scanned $lines lines from $files test harnesses: no secret found"
 
+echo "== the README's local run through cargo lambda watch"
+tests/scripts/local-run-smoke.sh
+
 echo "== cedar: strict validation, format and decision cases"
 cedar validate --schema policies/schema.cedarschema --policies policies/policies.cedar --validation-mode strict
 cedar format --check --policies policies/policies.cedar
