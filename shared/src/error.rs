@@ -48,7 +48,7 @@ pub enum Error {
     #[error("access denied by policy")]
     PolicyDenied { action: &'static str, denials: Vec<Denial> },
 
-    /// Supabase answered that the token's user may not assume the role from the remote host.
+    /// Supabase responded that the token's user may not assume the role from the remote host.
     #[error("Supabase did not grant JIT access")]
     JitAccessNotGranted,
 
@@ -146,7 +146,7 @@ impl Error {
             Error::ConcurrentChange => {
                 "Other writes kept changing this user's role list; send the request again.".to_owned()
             }
-            Error::RoleNotGranted => "The user holds no mapping for this role on this project.".to_owned(),
+            Error::RoleNotGranted => "The user has no mapping for this role on this project; check the role and user id.".to_owned(),
             Error::SigningSecret(error) => error.detail(),
         }
     }

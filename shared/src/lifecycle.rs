@@ -8,9 +8,9 @@
 //! After the write they wait, read the list back, and write again if another
 //! writer's list replaced their change.
 //!
-//! NOTE: without a conditional write in Supabase's API, a writer that lands
-//! after the read-back can still replace this change; the read-back narrows
-//! that window to the settle time, it does not close it.
+//! NOTE: Supabase's API has no conditional write, so a writer that lands
+//! after the read-back can still replace this change. The read-back narrows
+//! that window to the settle time but does not close it.
 
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};

@@ -25,7 +25,7 @@ use crate::validate::{OrganizationSlug, ProjectRef, RoleGrant, UserId, parse_aut
 /// configured value replaces it at init.
 const DEFAULT_SETTLE: Duration = Duration::from_millis(200);
 
-/// The route each operation serves: the same paths as Supabase's Management API v1,
+/// Returns the route each operation serves: the same paths as Supabase's Management API v1,
 /// plus the grant lifecycle routes. The sweep runs on a schedule and has no route.
 pub fn route(action: Action) -> Option<Route> {
     let (method, template, mutating) = match action {
@@ -293,7 +293,7 @@ impl<M: ManagementApi> App<M> {
     }
 
     /// Decides every (role, network) pair of a role list as `action`, so a
-    /// policy sees one network at a time and a deny names the exact pair.
+    /// policy evaluates one network at a time and a deny names the exact pair.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide_grants(
         &self,
@@ -428,7 +428,7 @@ impl<M: ManagementApi> App<M> {
     }
 }
 
-/// Finds the instant the invocation must answer by, from the Lambda context.
+/// Finds the instant the invocation must respond by, from the Lambda context.
 /// A deadline that is missing or already past is not a real Lambda deadline:
 /// `cargo lambda watch` sends a relative 600000 ms, which reads as 1970. Then
 /// a minute from now is used, and the call timeouts still bound each call.
@@ -742,7 +742,8 @@ mod tests {
         context.deadline = in_five_seconds.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
         let request = function_url_event("GET", "/v1/projects", None).with_lambda_context(context);
         let left = lambda_deadline(&request).saturating_duration_since(Instant::now());
-        assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(3), "{left:?}");
+        assert!(left <= Duration::from_secs(5), "{left:?}");
+        assert!(left > Duration::from_secs(3), "{left:?}");
     }
 
     #[tokio::test]

@@ -59,7 +59,7 @@ impl Action {
         Action::SweepJitAccess,
     ];
 
-    /// The action's id in the Cedar schema.
+    /// Returns the action's id in the Cedar schema.
     pub fn name(self) -> &'static str {
         match self {
             Action::ListOrganizationMembers => "ListOrganizationMembers",

@@ -76,7 +76,7 @@ impl UpstreamError {
         }
     }
 
-    /// The HTTP status Supabase returned, when the failure came with one.
+    /// Returns the HTTP status Supabase returned, when the failure came with one.
     pub fn upstream_status(&self) -> Option<u16> {
         match self {
             UpstreamError::Unauthorized => Some(401),
@@ -194,7 +194,7 @@ pub struct ClientSettings {
     pub base_url: Url,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// Retries after the first attempt, for 5xx answers, connection errors and waits on 429.
+    /// Retries after the first attempt, for 5xx responses, connection errors and waits on 429.
     pub max_retries: u32,
 }
 
@@ -207,7 +207,7 @@ const RESPONSE_MARGIN: Duration = Duration::from_millis(300);
 const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 
 tokio::task_local! {
-    /// The instant the current invocation must have answered by, from the Lambda context.
+    /// The instant the current invocation must have responded by, from the Lambda context.
     pub static DEADLINE: Instant;
 }
 
@@ -256,7 +256,7 @@ impl SupabaseClient {
     }
 
     /// Sends one call. Every call the bundle makes is idempotent (GET, PUT,
-    /// DELETE and the read-only authorize POST), so 5xx answers and connection
+    /// DELETE and the read-only authorize POST), so 5xx responses and connection
     /// errors are retried with backoff, and a 429 is waited out when its reset
     /// fits in the invocation's remaining time. After a 401 the token secret
     /// is read again and the call retried once.

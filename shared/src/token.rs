@@ -24,7 +24,7 @@ impl AccessToken {
         valid.then(|| Self(Arc::from(value)))
     }
 
-    /// The token text, for the `Authorization` header only.
+    /// Returns the token text, for the `Authorization` header only.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -21,7 +21,7 @@ fn grant_body(user_id: &str, role: &str, hours: i64, cidr: &str) -> String {
     .to_string()
 }
 
-/// The user's roles as the stand-in holds them, by name.
+/// Returns the names of the user's roles as the stand-in stores them.
 async fn roles_of(harness: &Harness, user_id: &str) -> Vec<String> {
     let response = reqwest::Client::new()
         .get(format!("{}/v1/projects/{PROJECT}/database/jit/list", harness.stand_in.url()))

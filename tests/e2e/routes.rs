@@ -159,7 +159,7 @@ async fn every_route_error_case() {
     let response = harness.invoke(revoke, url_event("DELETE", &path, None)).await;
     assert_eq!(response.status, 404, "carol has no mapping before a grant: {}", response.body_text);
 
-    // Supabase answers 403 when the token's user holds no such mapping.
+    // Supabase responds 403 when the token's user has no such mapping.
     let authorize = harness.spawn("authorize-jit-access", &[]).await;
     let path = format!("/v1/projects/{PROJECT}/database/jit");
     let body = r#"{"role":"jit_readonly","rhost":"10.1.2.3"}"#;

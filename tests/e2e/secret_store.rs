@@ -107,7 +107,8 @@ async fn access_denied_and_throttling_are_503() {
         assert_eq!(response.status, 503, "{detail}: {}", response.body_text);
         assert_eq!(response.body["code"], "token_unavailable");
         let text = response.body["detail"].as_str().unwrap();
-        assert!(text.contains(detail) && text.contains("jit-guard/fake"), "{text}");
+        assert!(text.contains(detail), "{text}");
+        assert!(text.contains("jit-guard/fake"), "{text}");
         assert!(fake.calls() >= 1);
     }
     assert_eq!(harness.stand_in.request_count(), 0);

@@ -120,7 +120,7 @@ impl Harness {
         response
     }
 
-    /// Every line the functions started so far have printed.
+    /// Returns every line the functions started so far have printed.
     pub fn function_logs(&self) -> Vec<String> {
         self.functions.iter().flat_map(FunctionProcess::log_lines).collect()
     }
@@ -222,7 +222,7 @@ fn decode_response(response: &Value) -> HttpResponse {
     HttpResponse { status, headers, body_text, body }
 }
 
-/// A REST API (v1) event from the workflow's IAM role, with path parameters.
+/// Builds a REST API (v1) event from the workflow's IAM role, with path parameters.
 pub fn rest_event(method: &'static str, path: &str, parameters: &[(&str, &str)], body: Option<&str>) -> Value {
     let mut spec = EventSpec::new(method, path).caller(Caller::IamUser(CALLER_ARN.into()));
     for (name, value) in parameters {
@@ -263,7 +263,7 @@ pub fn hours_from_now(hours: i64) -> i64 {
     chrono::Utc::now().timestamp() + hours * 3600
 }
 
-/// An update body granting one role with one network.
+/// Builds an update body granting one role with one network.
 pub fn update_body(user_id: &str, role: &str, expires_at: Option<i64>, network_key: &str, cidr: &str) -> String {
     let mut entry = serde_json::json!({
         "role": role,
@@ -275,7 +275,7 @@ pub fn update_body(user_id: &str, role: &str, expires_at: Option<i64>, network_k
     serde_json::json!({ "user_id": user_id, "roles": [entry] }).to_string()
 }
 
-/// A folder with the default schema and the given policies, for `JIT_GUARD_POLICY_DIR`.
+/// Creates a folder with the default schema and the given policies, for `JIT_GUARD_POLICY_DIR`.
 pub fn policy_dir(policies: &str) -> tempfile::TempDir {
     let directory = tempfile::tempdir().expect("temporary folder");
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/schema.cedarschema");
