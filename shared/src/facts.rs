@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::policy::Fact;
 use crate::supabase::{ManagementApi, UpstreamError};
 use crate::validate::{OrganizationSlug, ProjectRef, UserId};
 
@@ -31,15 +32,15 @@ pub struct TargetUser {
 
 impl TargetUser {
     /// Builds the Cedar record of the `TargetUser` schema type.
-    pub fn to_context(&self) -> Value {
-        let mut record = serde_json::json!({ "is_member": self.is_member });
+    pub fn to_fact(&self) -> Fact {
+        let mut fields = vec![("is_member", Fact::Bool(self.is_member))];
         if let Some(role_name) = &self.role_name {
-            record["role_name"] = Value::from(role_name.as_str());
+            fields.push(("role_name", Fact::String(role_name.clone())));
         }
         if let Some(mfa_enabled) = self.mfa_enabled {
-            record["mfa_enabled"] = Value::from(mfa_enabled);
+            fields.push(("mfa_enabled", Fact::Bool(mfa_enabled)));
         }
-        record
+        Fact::Record(fields)
     }
 }
 
@@ -173,6 +174,6 @@ mod tests {
     #[test]
     fn target_user_context_omits_unknown_facts() {
         let outsider = TargetUser { is_member: false, role_name: None, mfa_enabled: None };
-        assert_eq!(outsider.to_context(), json!({"is_member": false}));
+        assert_eq!(outsider.to_fact().to_json(), json!({"is_member": false}));
     }
 }

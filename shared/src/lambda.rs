@@ -54,6 +54,7 @@ pub async fn build_app() -> Result<(App<SupabaseClient>, Config), InitError> {
     };
     let policy_us = policy_started.elapsed().as_micros() as u64;
 
+    let clients_started = Instant::now();
     let tokens = match &config.token_source {
         TokenSource::SecretsManager { secret_id } => {
             TokenProvider::secret(secret_id.clone(), Box::new(AwsSecretStore::from_environment().await), config.token_ttl)
@@ -70,10 +71,12 @@ pub async fn build_app() -> Result<(App<SupabaseClient>, Config), InitError> {
         max_retries: config.max_retries,
     };
     let supabase = SupabaseClient::new(&settings, tokens)?;
+    let clients_us = clients_started.elapsed().as_micros() as u64;
 
     tracing::info!(
         config_us,
         policy_us,
+        clients_us,
         init_us = started.elapsed().as_micros() as u64,
         policies = guard.policy_count(),
         supabase_api_url = %config.supabase_api_url,

@@ -34,6 +34,7 @@ pub mod request;
 pub mod signature;
 pub mod supabase;
 pub mod sweep;
+pub mod tls;
 pub mod token;
 pub mod validate;
 

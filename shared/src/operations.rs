@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::audit::AuditRecord;
 use crate::error::{Error, FieldError};
 use crate::facts::{FactCache, ProjectFacts, TargetUser};
-use crate::policy::{Action, Decision, Denial, Guard, Resource};
+use crate::policy::{Action, Decision, Denial, Fact, Facts, Guard, Resource};
 use crate::request::{Call, Route, read_call};
 use crate::signature::{SignatureVerifier, VerifyError};
 use crate::supabase::{DEADLINE, ManagementApi, UpstreamError, UpstreamResponse};
@@ -307,34 +307,24 @@ impl<M: ManagementApi> App<M> {
     ) -> Verdict {
         let entities = self.guard.entities(Some(project));
         let resource = Resource::Project(&project.project_ref);
+        let pairs: Vec<(&RoleGrant, IpNet)> =
+            grants.iter().flat_map(|grant| grant.networks().into_iter().map(move |network| (grant, network))).collect();
+        let contexts: Vec<Facts> =
+            pairs.iter().map(|(grant, network)| grant_context(user_id, grant, network, target_user, now)).collect();
+        let decisions = self.guard.decide_each(call.caller.as_str(), action, resource, &contexts, &entities);
+
         let mut denials = Vec::new();
         let mut allow_policy_ids = Vec::new();
-        for grant in grants {
-            for network in grant.networks() {
-                let mut context = json!({
-                    "user_id": user_id.as_str(),
-                    "role": grant.role.as_str(),
-                    "network": cedar_ip(&network),
-                    "network_prefix_length": network.prefix_len(),
-                    "now": cedar_datetime(now),
-                    "branches_only": grant.branches_only.unwrap_or(false),
-                    "target_user": target_user.to_context(),
+        for ((grant, network), decision) in pairs.into_iter().zip(decisions) {
+            if decision.allowed {
+                allow_policy_ids.extend(decision.policy_ids);
+            } else {
+                denials.push(Denial {
+                    role: Some(grant.role.to_string()),
+                    network: Some(network.to_string()),
+                    policy_ids: decision.policy_ids,
+                    reasons: decision.reasons,
                 });
-                if let Some(expires_at) = grant.expires_at.and_then(|seconds| DateTime::from_timestamp(seconds, 0)) {
-                    context["expires_at"] = cedar_datetime(expires_at);
-                    context["expires_in"] = cedar_duration(expires_at - now);
-                }
-                let decision = self.guard.decide(call.caller.as_str(), action, resource, context, &entities);
-                if decision.allowed {
-                    allow_policy_ids.extend(decision.policy_ids);
-                } else {
-                    denials.push(Denial {
-                        role: Some(grant.role.to_string()),
-                        network: Some(network.to_string()),
-                        policy_ids: decision.policy_ids,
-                        reasons: decision.reasons,
-                    });
-                }
             }
         }
 
@@ -477,23 +467,51 @@ pub(crate) fn both<A, B>(first: Result<A, FieldError>, second: Result<B, Vec<Fie
 
 /// Builds a Cedar `ip` extension value in the JSON context format.
 pub(crate) fn cedar_ip(network: &IpNet) -> Value {
-    let text = match network {
+    json!({ "__extn": { "fn": "ip", "arg": cedar_ip_text(network) } })
+}
+
+/// The text Cedar's `ip()` reads for a network.
+fn cedar_ip_text(network: &IpNet) -> String {
+    match network {
         // Single addresses go as plain addresses, which Cedar treats as /32 or /128.
         IpNet::V4(v4) if v4.prefix_len() == 32 => IpAddr::V4(v4.addr()).to_string(),
         IpNet::V6(v6) if v6.prefix_len() == 128 => IpAddr::V6(v6.addr()).to_string(),
         _ => network.to_string(),
-    };
-    json!({ "__extn": { "fn": "ip", "arg": text } })
+    }
+}
+
+/// RFC 3339 text in whole seconds UTC, as Cedar's `datetime()` reads it.
+fn datetime_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Builds the context of one (role, network) pair of a write: the `JitGrant` schema type.
+pub fn grant_context(
+    user_id: &UserId,
+    grant: &RoleGrant,
+    network: &IpNet,
+    target_user: &TargetUser,
+    now: DateTime<Utc>,
+) -> Facts {
+    let mut context = vec![
+        ("user_id", Fact::String(user_id.as_str().to_owned())),
+        ("role", Fact::String(grant.role.to_string())),
+        ("network", Fact::Ip(cedar_ip_text(network))),
+        ("network_prefix_length", Fact::Long(i64::from(network.prefix_len()))),
+        ("now", Fact::DateTime(datetime_text(now))),
+        ("branches_only", Fact::Bool(grant.branches_only.unwrap_or(false))),
+        ("target_user", target_user.to_fact()),
+    ];
+    if let Some(expires_at) = grant.expires_at.and_then(|seconds| DateTime::from_timestamp(seconds, 0)) {
+        context.push(("expires_at", Fact::DateTime(datetime_text(expires_at))));
+        context.push(("expires_in", Fact::Duration(format!("{}s", (expires_at - now).num_seconds()))));
+    }
+    context
 }
 
 /// Builds a Cedar `datetime` extension value, in whole seconds UTC.
 pub(crate) fn cedar_datetime(time: DateTime<Utc>) -> Value {
-    json!({ "__extn": { "fn": "datetime", "arg": time.to_rfc3339_opts(SecondsFormat::Secs, true) } })
-}
-
-/// Builds a Cedar `duration` extension value, in whole seconds.
-fn cedar_duration(duration: chrono::TimeDelta) -> Value {
-    json!({ "__extn": { "fn": "duration", "arg": format!("{}s", duration.num_seconds()) } })
+    json!({ "__extn": { "fn": "datetime", "arg": datetime_text(time) } })
 }
 
 /// Passes Supabase's response on and notes its status in the audit record.
@@ -573,6 +591,33 @@ mod tests {
 
     const PROJECT: &str = "abcdefghijklmnopqrst";
     const USER: &str = "55555555-5555-4555-8555-555555555555";
+
+    /// The typed contexts of writes skip the per-request schema check, so
+    /// their builder is checked against the schema here, with and without
+    /// an expiry and for members and outsiders.
+    #[test]
+    fn grant_contexts_match_the_schema() {
+        let guard = Guard::from_defaults().unwrap();
+        let body = br#"{"user_id":"7c3e0f7a-9d4b-4e2a-8f1c-2b5d6e7f8a9b","roles":[
+            {"role":"jit_readonly","expires_at":1800003600,"allowed_networks":{"allowed_cidrs":[{"cidr":"10.1.0.0/16"}],"allowed_cidrs_v6":[{"cidr":"fd00::/64"}]}},
+            {"role":"jit_support"}]}"#;
+        let update = parse_update_body(body, fixed_now()).unwrap();
+        let member = TargetUser { is_member: true, role_name: Some("Developer".into()), mfa_enabled: Some(true) };
+        let outsider = TargetUser { is_member: false, role_name: None, mfa_enabled: None };
+        let mut checked = 0;
+        for target_user in [&member, &outsider] {
+            for grant in &update.roles {
+                for network in grant.networks() {
+                    let context = grant_context(&update.user_id, grant, &network, target_user, fixed_now());
+                    for action in [Action::UpdateJitAccess, Action::GrantJitAccess] {
+                        assert_eq!(guard.check_context(action, &context), Ok(()), "{action} {context:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 16);
+    }
 
     fn fixed_now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()

@@ -239,11 +239,13 @@ pub struct SupabaseClient {
 
 impl SupabaseClient {
     pub fn new(settings: &ClientSettings, tokens: TokenProvider) -> Result<Self, reqwest::Error> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .user_agent(concat!("supabase-jit-guard/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_only(crate::tls::reqwest_roots())
             .build()?;
         let base_url = settings.base_url.as_str().trim_end_matches('/').to_owned();
         Ok(Self {

@@ -105,7 +105,7 @@ pub struct AwsSecretStore {
 
 impl AwsSecretStore {
     pub async fn from_environment() -> Self {
-        let config = aws_config::load_from_env().await;
+        let config = aws_config::from_env().http_client(crate::tls::aws_http_client()).load().await;
         Self { client: aws_sdk_secretsmanager::Client::new(&config) }
     }
 }

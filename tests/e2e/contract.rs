@@ -27,7 +27,7 @@ fn jit_path() -> String {
 /// Sends `GET path` straight to the stand-in, so a test can compare what the
 /// stand-in served with what a function passed on.
 async fn served(harness: &Harness, path: &str) -> Value {
-    let response = reqwest::Client::new()
+    let response = jit_guard_tests::http_client()
         .get(format!("{}{path}", harness.stand_in.url()))
         .bearer_auth(TOKEN)
         .send()

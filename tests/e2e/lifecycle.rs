@@ -23,7 +23,7 @@ fn grant_body(user_id: &str, role: &str, hours: i64, cidr: &str) -> String {
 
 /// Returns the names of the user's roles as the stand-in stores them.
 async fn roles_of(harness: &Harness, user_id: &str) -> Vec<String> {
-    let response = reqwest::Client::new()
+    let response = jit_guard_tests::http_client()
         .get(format!("{}/v1/projects/{PROJECT}/database/jit/list", harness.stand_in.url()))
         .bearer_auth(TOKEN)
         .send()

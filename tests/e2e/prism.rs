@@ -183,7 +183,7 @@ async fn collect_lines(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<Vec<Strin
 }
 
 fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    jit_guard_tests::http_client_builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

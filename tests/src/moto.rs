@@ -97,7 +97,7 @@ impl MotoServer {
             port,
             recording,
             logs,
-            http: reqwest::Client::builder()
+            http: crate::http_client_builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -350,7 +350,7 @@ mod tests {
 
     /// GetSecretValue as any client would send it, without going through `call`.
     async fn get_secret_value(moto: &MotoServer, secret_id: &str) -> reqwest::Response {
-        reqwest::Client::new()
+        crate::http_client()
             .post(format!("{}/", moto.endpoint()))
             .header("X-Amz-Target", "secretsmanager.GetSecretValue")
             .header("Content-Type", "application/x-amz-json-1.1")
@@ -449,7 +449,7 @@ mod tests {
         drop(first);
         // SIGKILL is asynchronous: poll until the port stops accepting requests.
         let limit = Instant::now() + Duration::from_secs(5);
-        let client = reqwest::Client::new();
+        let client = crate::http_client();
         loop {
             let responded = client
                 .get(format!("{endpoint}/moto-api/data.json"))

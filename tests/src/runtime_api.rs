@@ -994,7 +994,7 @@ mod tests {
             })
             .unwrap();
 
-        let client = reqwest::Client::new();
+        let client = crate::http_client();
         let base = format!("http://{address}/2018-06-01/runtime");
         let next = client
             .get(format!("{base}/invocation/next"))

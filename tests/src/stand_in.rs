@@ -1441,7 +1441,7 @@ mod tests {
     ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid HTTP method");
         let mut request =
-            reqwest::Client::new().request(method, format!("{}{path}", stand_in.url()));
+            crate::http_client().request(method, format!("{}{path}", stand_in.url()));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -1629,7 +1629,7 @@ mod tests {
     async fn auth_scheme_is_case_insensitive() {
         let stand_in = StandIn::start(TOKEN).await;
 
-        let response = reqwest::Client::new()
+        let response = crate::http_client()
             .get(format!("{}/v1/projects", stand_in.url()))
             .header("Authorization", format!("bearer {TOKEN}"))
             .send()
@@ -1881,7 +1881,7 @@ mod tests {
     async fn update_requires_json_content_type() {
         let stand_in = StandIn::start(TOKEN).await;
 
-        let response = reqwest::Client::new()
+        let response = crate::http_client()
             .put(format!("{}{}", stand_in.url(), jit_path(FIRST_REF)))
             .bearer_auth(TOKEN)
             .body(json!({ "user_id": ALICE, "roles": [] }).to_string())
@@ -2090,7 +2090,7 @@ mod tests {
     async fn request_log_keeps_non_json_body() {
         let stand_in = StandIn::start(TOKEN).await;
 
-        reqwest::Client::new()
+        crate::http_client()
             .put(format!("{}{}", stand_in.url(), jit_path(FIRST_REF)))
             .bearer_auth(TOKEN)
             .body("not json")
@@ -2522,7 +2522,7 @@ mod tests {
     ) -> Result<reqwest::Response, reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid HTTP method");
         let mut request =
-            reqwest::Client::new().request(method, format!("{}{path}", stand_in.url()));
+            crate::http_client().request(method, format!("{}{path}", stand_in.url()));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -2978,7 +2978,7 @@ mod tests {
 
         let started = std::time::Instant::now();
         let delayed = tokio::spawn(async move {
-            let response = reqwest::Client::new()
+            let response = crate::http_client()
                 .get(url)
                 .bearer_auth(TOKEN)
                 .send()
