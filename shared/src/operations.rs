@@ -307,10 +307,7 @@ impl<M: ManagementApi> App<M> {
     ) -> Verdict {
         let entities = self.guard.entities(Some(project));
         let resource = Resource::Project(&project.project_ref);
-        let pairs: Vec<(&RoleGrant, IpNet)> =
-            grants.iter().flat_map(|grant| grant.networks().into_iter().map(move |network| (grant, network))).collect();
-        let contexts: Vec<Facts> =
-            pairs.iter().map(|(grant, network)| grant_context(user_id, grant, network, target_user, now)).collect();
+        let (pairs, contexts) = grant_contexts(user_id, grants, target_user, now);
         let decisions = self.guard.decide_each(call.caller.as_str(), action, resource, &contexts, &entities);
 
         let mut denials = Vec::new();
@@ -485,28 +482,44 @@ fn datetime_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Builds the context of one (role, network) pair of a write: the `JitGrant` schema type.
-pub fn grant_context(
+/// Builds the context of every (role, network) pair of a write, each of the
+/// `JitGrant` schema type, and returns the pairs beside their contexts. The
+/// values the pairs share are built once.
+pub fn grant_contexts<'g>(
     user_id: &UserId,
-    grant: &RoleGrant,
-    network: &IpNet,
+    grants: &'g [RoleGrant],
     target_user: &TargetUser,
     now: DateTime<Utc>,
-) -> Facts {
-    let mut context = vec![
-        ("user_id", Fact::String(user_id.as_str().to_owned())),
-        ("role", Fact::String(grant.role.to_string())),
-        ("network", Fact::Ip(cedar_ip_text(network))),
-        ("network_prefix_length", Fact::Long(i64::from(network.prefix_len()))),
-        ("now", Fact::DateTime(datetime_text(now))),
-        ("branches_only", Fact::Bool(grant.branches_only.unwrap_or(false))),
-        ("target_user", target_user.to_fact()),
-    ];
-    if let Some(expires_at) = grant.expires_at.and_then(|seconds| DateTime::from_timestamp(seconds, 0)) {
-        context.push(("expires_at", Fact::DateTime(datetime_text(expires_at))));
-        context.push(("expires_in", Fact::Duration(format!("{}s", (expires_at - now).num_seconds()))));
+) -> (Vec<(&'g RoleGrant, IpNet)>, Vec<Facts>) {
+    let user_id = Fact::String(user_id.as_str().to_owned());
+    let now_fact = Fact::DateTime(datetime_text(now));
+    let target_user = target_user.to_fact();
+    let mut pairs = Vec::new();
+    let mut contexts = Vec::new();
+    for grant in grants {
+        let role = Fact::String(grant.role.to_string());
+        let branches_only = Fact::Bool(grant.branches_only.unwrap_or(false));
+        let expiry = grant.expires_at.and_then(|seconds| DateTime::from_timestamp(seconds, 0)).map(|expires_at| {
+            (Fact::DateTime(datetime_text(expires_at)), Fact::Duration(format!("{}s", (expires_at - now).num_seconds())))
+        });
+        for network in grant.networks() {
+            let mut context = Vec::with_capacity(9);
+            context.push(("user_id", user_id.clone()));
+            context.push(("role", role.clone()));
+            context.push(("network", Fact::Ip(cedar_ip_text(&network))));
+            context.push(("network_prefix_length", Fact::Long(i64::from(network.prefix_len()))));
+            context.push(("now", now_fact.clone()));
+            context.push(("branches_only", branches_only.clone()));
+            context.push(("target_user", target_user.clone()));
+            if let Some((expires_at, expires_in)) = &expiry {
+                context.push(("expires_at", expires_at.clone()));
+                context.push(("expires_in", expires_in.clone()));
+            }
+            pairs.push((grant, network));
+            contexts.push(context);
+        }
     }
-    context
+    (pairs, contexts)
 }
 
 /// Builds a Cedar `datetime` extension value, in whole seconds UTC.
@@ -606,13 +619,11 @@ mod tests {
         let outsider = TargetUser { is_member: false, role_name: None, mfa_enabled: None };
         let mut checked = 0;
         for target_user in [&member, &outsider] {
-            for grant in &update.roles {
-                for network in grant.networks() {
-                    let context = grant_context(&update.user_id, grant, &network, target_user, fixed_now());
-                    for action in [Action::UpdateJitAccess, Action::GrantJitAccess] {
-                        assert_eq!(guard.check_context(action, &context), Ok(()), "{action} {context:?}");
-                        checked += 1;
-                    }
+            let (_, contexts) = grant_contexts(&update.user_id, &update.roles, target_user, fixed_now());
+            for context in &contexts {
+                for action in [Action::UpdateJitAccess, Action::GrantJitAccess] {
+                    assert_eq!(guard.check_context(action, context), Ok(()), "{action} {context:?}");
+                    checked += 1;
                 }
             }
         }

@@ -43,14 +43,14 @@ fn target_user() -> impl Strategy<Value = Fact> {
     ]
 }
 
-fn grant_context(role: &str, network: (&str, i64), expires_in: Option<i64>, target_user: Fact) -> Facts {
+fn grant_context(role: &str, network: (&str, i64), expires_in: Option<i64>, branches_only: bool, target_user: Fact) -> Facts {
     let mut context = vec![
         ("user_id", Fact::String("7c3e0f7a-9d4b-4e2a-8f1c-2b5d6e7f8a9b".into())),
         ("role", Fact::String(role.into())),
         ("network", Fact::Ip(network.0.into())),
         ("network_prefix_length", Fact::Long(network.1)),
         ("now", Fact::DateTime(NOW.into())),
-        ("branches_only", Fact::Bool(false)),
+        ("branches_only", Fact::Bool(branches_only)),
         ("target_user", target_user),
     ];
     if let Some(seconds) = expires_in {
@@ -64,13 +64,15 @@ fn grant_context(role: &str, network: (&str, i64), expires_in: Option<i64>, targ
 
 /// An update: a few entries, each a role with an expiry and some networks.
 fn update() -> impl Strategy<Value = Vec<Facts>> {
-    let entry = (select(&ROLES[..]), expiry(), prop::collection::vec(select(&NETWORKS[..]), 1..4));
+    let entry = (select(&ROLES[..]), expiry(), prop::collection::vec(select(&NETWORKS[..]), 1..4), any::<bool>());
     (prop::collection::vec(entry, 1..5), target_user()).prop_map(|(entries, target_user)| {
         entries
             .into_iter()
-            .flat_map(|(role, expires_in, networks)| {
+            .flat_map(|(role, expires_in, networks, branches_only)| {
                 let target_user = target_user.clone();
-                networks.into_iter().map(move |network| grant_context(role, network, expires_in, target_user.clone()))
+                networks
+                    .into_iter()
+                    .map(move |network| grant_context(role, network, expires_in, branches_only, target_user.clone()))
             })
             .collect()
     })
@@ -97,6 +99,31 @@ fn sorted(decision: &Decision) -> (bool, Vec<String>, Vec<String>) {
     (decision.allowed, policy_ids, reasons)
 }
 
+/// The default policies plus policies that read the role and the network
+/// together, the whole context, and an attribute only some contexts have, so
+/// that every kind of policy group is exercised.
+fn extended_guard() -> Guard {
+    let extra = r#"
+@id("support-only-from-ten")
+@reason("jit_support is granted on 10.0.0.0/8 only")
+forbid (principal, action in JitGuard::Action::"WriteJitAccess", resource)
+when { context.role == "jit_support" && !context.network.isInRange(ip("10.0.0.0/8")) };
+
+@id("whole-context")
+@reason("a whole-context rule")
+forbid (principal, action in JitGuard::Action::"WriteJitAccess", resource)
+when { context == context && context.branches_only };
+
+@id("short-grants-from-anywhere")
+@reason("a permit reading the expiry")
+permit (principal, action in JitGuard::Action::"WriteJitAccess", resource)
+when { context has expires_in && context.expires_in < duration("1h") };
+"#;
+    let policies = format!("{}\n{extra}", include_str!("../../policies/policies.cedar"));
+    Guard::from_sources("schema.cedarschema", include_str!("../../policies/schema.cedarschema"), "policies.cedar", &policies)
+        .expect("the extended policies load")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -105,8 +132,9 @@ proptest! {
         contexts in update(),
         project in project(),
         action in select(&[Action::UpdateJitAccess, Action::GrantJitAccess][..]),
+        extended in any::<bool>(),
     ) {
-        let guard = Guard::from_defaults().unwrap();
+        let guard = if extended { extended_guard() } else { Guard::from_defaults().unwrap() };
         let entities = guard.entities(Some(&project));
         let resource = Resource::Project(&project.project_ref);
         let each = guard.decide_each("arn:aws:iam::1:user/a", action, resource, &contexts, &entities);
@@ -132,10 +160,10 @@ fn the_generated_updates_reach_allows_and_denies() {
     };
     let member = Fact::Record(vec![("is_member", Fact::Bool(true)), ("mfa_enabled", Fact::Bool(true))]);
     let contexts = vec![
-        grant_context("jit_readonly", NETWORKS[0], Some(3_600), member.clone()),
-        grant_context("postgres", NETWORKS[0], Some(3_600), member.clone()),
-        grant_context("jit_readonly", NETWORKS[3], Some(3_600), member.clone()),
-        grant_context("jit_readonly", NETWORKS[5], Some(28_801), member),
+        grant_context("jit_readonly", NETWORKS[0], Some(3_600), false, member.clone()),
+        grant_context("postgres", NETWORKS[0], Some(3_600), false, member.clone()),
+        grant_context("jit_readonly", NETWORKS[3], Some(3_600), false, member.clone()),
+        grant_context("jit_readonly", NETWORKS[5], Some(28_801), false, member),
     ];
     let entities = guard.entities(Some(&project));
     let decisions =
