@@ -602,8 +602,13 @@ impl Guard {
         // every call, so each distinct value is built once per decision.
         let mut expressions: FastMap<&Fact, RestrictedExpression> = FastMap::default();
         let mut requests: FastMap<Reading<'_>, Result<Request, String>> = FastMap::default();
-        // One map per group, from what it read to what it did.
-        let mut outcomes: Vec<FastMap<Reading<'_>, Outcome>> = self.groups.iter().map(|_| FastMap::default()).collect();
+        // Per group: each distinct reading with what the group did, an index
+        // of them, and the last one used. Consecutive contexts often read the
+        // same (the pairs of one role), which a comparison finds without hashing.
+        let mut results: Vec<Vec<(Reading<'_>, Outcome)>> = self.groups.iter().map(|_| Vec::new()).collect();
+        let mut indexes: Vec<FastMap<Reading<'_>, usize>> = self.groups.iter().map(|_| FastMap::default()).collect();
+        let mut last: Vec<Option<usize>> = vec![None; self.groups.len()];
+        let mut reading: Reading<'_> = Vec::new();
 
         let mut decisions = Vec::with_capacity(contexts.len());
         for context in contexts {
@@ -611,30 +616,39 @@ impl Guard {
             let mut permits = Vec::new();
             let mut failed = false;
             for (index, group) in self.groups.iter().enumerate() {
-                let reading: Reading<'_> = context
-                    .iter()
-                    .filter(|(name, _)| match &group.reads {
-                        Reads::Attributes(names) => names.contains(*name),
-                        Reads::Everything => true,
-                    })
-                    .map(|(name, fact)| (*name, fact))
-                    .collect();
-                let outcome = match outcomes[index].get(&reading) {
-                    Some(outcome) => outcome,
-                    None => {
-                        let outcome = match requests.get(&reading) {
-                            Some(request) => evaluate(&self.authorizer, group, request, entities),
-                            None => {
-                                let request =
-                                    self.request(&principal, &action_uid, &resource_uid, &reading, &mut expressions);
-                                let outcome = evaluate(&self.authorizer, group, &request, entities);
-                                requests.insert(reading.clone(), request);
-                                outcome
-                            }
-                        };
-                        outcomes[index].entry(reading).or_insert(outcome)
-                    }
+                reading.clear();
+                reading.extend(
+                    context
+                        .iter()
+                        .filter(|(name, _)| match &group.reads {
+                            Reads::Attributes(names) => names.contains(*name),
+                            Reads::Everything => true,
+                        })
+                        .map(|(name, fact)| (*name, fact)),
+                );
+                let slot = match last[index] {
+                    Some(slot) if results[index][slot].0 == reading => slot,
+                    _ => match indexes[index].get(&reading) {
+                        Some(slot) => *slot,
+                        None => {
+                            let outcome = match requests.get(&reading) {
+                                Some(request) => evaluate(&self.authorizer, group, request, entities),
+                                None => {
+                                    let request =
+                                        self.request(&principal, &action_uid, &resource_uid, &reading, &mut expressions);
+                                    let outcome = evaluate(&self.authorizer, group, &request, entities);
+                                    requests.insert(reading.clone(), request);
+                                    outcome
+                                }
+                            };
+                            results[index].push((reading.clone(), outcome));
+                            indexes[index].insert(reading.clone(), results[index].len() - 1);
+                            results[index].len() - 1
+                        }
+                    },
                 };
+                last[index] = Some(slot);
+                let outcome = &results[index][slot].1;
                 failed |= outcome.failed;
                 match group.effect {
                     Effect::Forbid => forbids.extend(outcome.satisfied.iter().cloned()),

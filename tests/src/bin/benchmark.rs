@@ -171,6 +171,23 @@ fn large_update_decision(guard: &Guard) -> Duration {
     let target_user = jit_guard::facts::TargetUser { is_member: true, role_name: Some("Developer".into()), mfa_enabled: Some(true) };
     let pairs: usize = update.roles.iter().map(|grant| grant.networks().len()).sum();
     assert_eq!(pairs, 24, "the large update has 24 (role, network) pairs");
+    if std::env::var("BENCHMARK_IN_PROCESS_ONLY").as_deref() == Ok("decision") {
+        // The parts of the decision, for profiling.
+        let entities = guard.entities(Some(&project));
+        let (_, contexts) = jit_guard::operations::grant_contexts(&update.user_id, &update.roles, &target_user, now);
+        let parts = [
+            ("entities", median_time(2000, || { std::hint::black_box(guard.entities(Some(&project))); })),
+            ("contexts", median_time(2000, || {
+                std::hint::black_box(jit_guard::operations::grant_contexts(&update.user_id, &update.roles, &target_user, now));
+            })),
+            ("decide_each", median_time(2000, || {
+                std::hint::black_box(guard.decide_each("benchmark", Action::UpdateJitAccess, Resource::Project(PROJECT), &contexts, &entities));
+            })),
+        ];
+        for (part, time) in parts {
+            eprintln!("{part}: {} µs", time.as_micros());
+        }
+    }
     median_time(2000, || {
         let entities = guard.entities(Some(&project));
         let (_, contexts) = jit_guard::operations::grant_contexts(&update.user_id, &update.roles, &target_user, now);
