@@ -11,10 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Effect, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
@@ -230,22 +230,23 @@ enum Reads {
     Everything,
 }
 
-/// Policies of one effect that read the same context attributes, as one
-/// policy set, so that a decision over many contexts evaluates them once per
-/// distinct reading. Cedar reports every satisfied policy of a set with one
-/// effect: all satisfied forbids when it denies, all satisfied permits when
-/// it allows.
+/// Policies that read the same kind of context attributes, as one policy
+/// set, so that a decision over many contexts evaluates them once per
+/// distinct reading. From one evaluation Cedar reports either every
+/// satisfied forbid (a deny) or every satisfied permit (an allow). When it
+/// reports forbids, the satisfied permits are unknown, but the decision of
+/// the context is then a deny, which no permit changes.
 struct Group {
-    effect: Effect,
     reads: Reads,
     policies: PolicySet,
 }
 
-/// What one group did with one reading: the ids of its satisfied policies,
-/// and whether any of its policies failed to evaluate.
+/// What one group did with one reading: its satisfied forbids or its
+/// satisfied permits, and whether any of its policies failed to evaluate.
 #[derive(Debug, Clone)]
 struct Outcome {
-    satisfied: Vec<String>,
+    forbids: Vec<String>,
+    permits: Vec<String>,
     failed: bool,
 }
 
@@ -326,7 +327,9 @@ pub struct Guard {
     /// The `@reason` annotation of each policy, by policy id.
     reasons: HashMap<String, String>,
     schema: Schema,
-    action_entities: Entities,
+    action_entities: Arc<Entities>,
+    /// The entity store of the last project decided on, with its facts.
+    last_project: Mutex<Option<(ProjectFacts, Arc<Entities>)>>,
     authorizer: Authorizer,
     /// Hex sha256 of the schema text followed by the policy text.
     policy_set_hash: String,
@@ -410,16 +413,15 @@ impl Guard {
             return Err(invalid(policies_file, policies_text, error));
         }
 
-        // Policies of one effect are grouped by whether they read the role
-        // and whether they read the network: the attributes that differ from
-        // pair to pair. The other attributes differ at most from entry to
-        // entry, so a group reading them is still evaluated about once per
-        // entry. Any grouping decides the same; this one makes the fewest
-        // Cedar calls for a typical update.
-        let mut groups: Vec<(Effect, Option<(bool, bool)>, Group)> = Vec::new();
+        // Policies are grouped by whether they read the role and whether they
+        // read the network: the attributes that differ from pair to pair. The
+        // other attributes differ at most from entry to entry, so a group
+        // reading them is still evaluated about once per entry. Any grouping
+        // decides the same; this one makes the fewest Cedar calls for a
+        // typical update: one, one per role, and one per network.
+        let mut groups: Vec<(Option<(bool, bool)>, Group)> = Vec::new();
         for policy in policies.policies() {
             let reads = context_reads(policy);
-            let effect = policy.effect();
             let dimensions = match &reads {
                 Reads::Attributes(names) => Some((
                     names.contains("role"),
@@ -427,15 +429,15 @@ impl Guard {
                 )),
                 Reads::Everything => None,
             };
-            let index = match groups.iter().position(|(e, d, _)| *e == effect && *d == dimensions) {
+            let index = match groups.iter().position(|(d, _)| *d == dimensions) {
                 Some(index) => index,
                 None => {
-                    let empty = Group { effect, reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new() };
-                    groups.push((effect, dimensions, empty));
+                    let empty = Group { reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new() };
+                    groups.push((dimensions, empty));
                     groups.len() - 1
                 }
             };
-            let group = &mut groups[index].2;
+            let group = &mut groups[index].1;
             group.reads = match (&group.reads, reads) {
                 (Reads::Attributes(ours), Reads::Attributes(theirs)) => Reads::Attributes(ours.union(&theirs).cloned().collect()),
                 _ => Reads::Everything,
@@ -443,7 +445,7 @@ impl Guard {
             // The ids are unique in `policies`, so they are unique in each group.
             group.policies.add(policy.clone()).expect("policy ids are unique");
         }
-        let groups: Vec<Group> = groups.into_iter().map(|(_, _, group)| group).collect();
+        let groups: Vec<Group> = groups.into_iter().map(|(_, group)| group).collect();
         let reasons = policies
             .policies()
             .map(|policy| {
@@ -461,7 +463,16 @@ impl Guard {
         hasher.update(schema_text.as_bytes());
         hasher.update(policies_text.as_bytes());
         let policy_set_hash = hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
-        Ok(Self { policies, groups, reasons, schema, action_entities, authorizer: Authorizer::new(), policy_set_hash })
+        Ok(Self {
+            policies,
+            groups,
+            reasons,
+            schema,
+            action_entities: Arc::new(action_entities),
+            last_project: Mutex::new(None),
+            authorizer: Authorizer::new(),
+            policy_set_hash,
+        })
     }
 
     /// Hex sha256 of the schema and policy texts, naming the policy version in audit records.
@@ -471,10 +482,18 @@ impl Guard {
 
     /// Builds the entity store of one request: the schema's actions, plus the
     /// project inside its organization when it was looked up.
-    pub fn entities(&self, project: Option<&ProjectFacts>) -> Entities {
+    pub fn entities(&self, project: Option<&ProjectFacts>) -> Arc<Entities> {
         let Some(project) = project else {
-            return self.action_entities.clone();
+            return Arc::clone(&self.action_entities);
         };
+        // The last project's store is kept: a container usually serves several
+        // calls on one project, and its facts are cached for a while anyway.
+        if let Ok(last) = self.last_project.lock()
+            && let Some((facts, entities)) = last.as_ref()
+            && facts == project
+        {
+            return Arc::clone(entities);
+        }
         let organization = entity_uid("Organization", &project.organization_slug);
         let attributes = [
             ("name", &project.name),
@@ -491,19 +510,24 @@ impl Guard {
         )
         .map_err(|error| error.to_string())
         .and_then(|project| {
-            self.action_entities
-                .clone()
+            Entities::clone(&self.action_entities)
                 // Not checked against the schema per call: the attributes are
                 // strings, as the schema's Project type has them, which a test checks.
                 .add_entities([project, cedar_policy::Entity::new_no_attrs(organization, Default::default())], None)
                 .map_err(|error| error.to_string())
         });
         match entities {
-            Ok(entities) => entities,
+            Ok(entities) => {
+                let entities = Arc::new(entities);
+                if let Ok(mut last) = self.last_project.lock() {
+                    *last = Some((project.clone(), Arc::clone(&entities)));
+                }
+                entities
+            }
             Err(error) => {
                 // Without the project entity, policies reading its attributes error and deny.
                 tracing::error!(project_ref = %project.project_ref, error = %error, "project entity does not match the schema");
-                self.action_entities.clone()
+                Arc::clone(&self.action_entities)
             }
         }
     }
@@ -609,23 +633,32 @@ impl Guard {
         let mut indexes: Vec<FastMap<Reading<'_>, usize>> = self.groups.iter().map(|_| FastMap::default()).collect();
         let mut last: Vec<Option<usize>> = vec![None; self.groups.len()];
         let mut reading: Reading<'_> = Vec::new();
+        // The positions each group reads, worked out again only when a
+        // context's attribute names differ from the previous context's.
+        let mut layout: Vec<&'static str> = Vec::new();
+        let mut positions: Vec<Vec<usize>> = self.groups.iter().map(|_| Vec::new()).collect();
 
         let mut decisions = Vec::with_capacity(contexts.len());
         for context in contexts {
+            let same_layout = layout.len() == context.len()
+                && layout.iter().zip(context).all(|(known, (name, _))| std::ptr::eq(*known, *name) || known == name);
+            if !same_layout {
+                layout = context.iter().map(|(name, _)| *name).collect();
+                for (group, positions) in self.groups.iter().zip(&mut positions) {
+                    *positions = (0..context.len())
+                        .filter(|position| match &group.reads {
+                            Reads::Attributes(names) => names.contains(context[*position].0),
+                            Reads::Everything => true,
+                        })
+                        .collect();
+                }
+            }
             let mut forbids = Vec::new();
             let mut permits = Vec::new();
             let mut failed = false;
             for (index, group) in self.groups.iter().enumerate() {
                 reading.clear();
-                reading.extend(
-                    context
-                        .iter()
-                        .filter(|(name, _)| match &group.reads {
-                            Reads::Attributes(names) => names.contains(*name),
-                            Reads::Everything => true,
-                        })
-                        .map(|(name, fact)| (*name, fact)),
-                );
+                reading.extend(positions[index].iter().map(|position| (context[*position].0, &context[*position].1)));
                 let slot = match last[index] {
                     Some(slot) if results[index][slot].0 == reading => slot,
                     _ => match indexes[index].get(&reading) {
@@ -650,10 +683,8 @@ impl Guard {
                 last[index] = Some(slot);
                 let outcome = &results[index][slot].1;
                 failed |= outcome.failed;
-                match group.effect {
-                    Effect::Forbid => forbids.extend(outcome.satisfied.iter().cloned()),
-                    Effect::Permit => permits.extend(outcome.satisfied.iter().cloned()),
-                }
+                forbids.extend(outcome.forbids.iter().cloned());
+                permits.extend(outcome.permits.iter().cloned());
             }
 
             // Cedar's rule: a satisfied forbid denies, else a satisfied permit allows.
@@ -718,11 +749,16 @@ fn evaluate(authorizer: &Authorizer, group: &Group, request: &Result<Request, St
             if !errors.is_empty() {
                 tracing::error!(errors = ?errors, "policy evaluation failed");
             }
-            Outcome { satisfied: response.diagnostics().reason().map(ToString::to_string).collect(), failed: !errors.is_empty() }
+            let satisfied: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+            let failed = !errors.is_empty();
+            match response.decision() {
+                CedarDecision::Allow => Outcome { forbids: Vec::new(), permits: satisfied, failed },
+                CedarDecision::Deny => Outcome { forbids: satisfied, permits: Vec::new(), failed },
+            }
         }
         Err(error) => {
             tracing::error!(error = %error, "policy request cannot be built");
-            Outcome { satisfied: Vec::new(), failed: true }
+            Outcome { forbids: Vec::new(), permits: Vec::new(), failed: true }
         }
     }
 }
@@ -793,7 +829,7 @@ mod tests {
         Guard::from_defaults().unwrap()
     }
 
-    fn no_entities() -> Entities {
+    fn no_entities() -> Arc<Entities> {
         guard().entities(None)
     }
 
@@ -896,7 +932,7 @@ mod tests {
     }
 
     #[test]
-    fn default_policies_form_four_groups() {
+    fn default_policies_form_three_groups() {
         let guard = guard();
         let of = |id: &str| {
             let group = guard.groups.iter().find(|group| group.policies.policy(&PolicyId::new(id)).is_some()).unwrap();
@@ -906,8 +942,8 @@ mod tests {
         assert_eq!(of("networks-within-permitted-ranges"), attributes(&["network", "network_prefix_length"]));
         assert_eq!(of("expiry-at-most-8-hours"), attributes(&["expires_at", "now", "target_user"]));
         assert_eq!(of("project-is-healthy"), attributes(&["expires_at", "now", "target_user"]));
-        assert_eq!(of("allow-jit-within-guardrails"), attributes(&[]));
-        assert_eq!(guard.groups.len(), 4);
+        assert_eq!(of("allow-jit-within-guardrails"), attributes(&["expires_at", "now", "target_user"]));
+        assert_eq!(guard.groups.len(), 3);
     }
 
     #[test]
@@ -928,6 +964,32 @@ mod tests {
                 RestrictedExpression::new_duration("90s")
             )
         );
+    }
+
+    #[test]
+    fn entity_store_follows_changed_project_facts() {
+        let guard = guard();
+        let healthy = healthy_project();
+        let first = guard.entities(Some(&healthy));
+        assert!(Arc::ptr_eq(&first, &guard.entities(Some(&healthy))));
+        let inactive = ProjectFacts { status: "INACTIVE".into(), ..healthy_project() };
+        let changed = guard.entities(Some(&inactive));
+        assert!(!Arc::ptr_eq(&first, &changed));
+        let contexts = vec![vec![
+            ("user_id", Fact::String("u".into())),
+            ("role", Fact::String("jit_readonly".into())),
+            ("network", Fact::Ip("10.1.0.0/16".into())),
+            ("network_prefix_length", Fact::Long(16)),
+            ("now", Fact::DateTime("2026-12-04T12:00:00Z".into())),
+            ("branches_only", Fact::Bool(false)),
+            ("target_user", Fact::Record(vec![("is_member", Fact::Bool(true)), ("mfa_enabled", Fact::Bool(true))])),
+            ("expires_at", Fact::DateTime("2026-12-04T13:00:00Z".into())),
+        ]];
+        let decide = |entities: &Entities| {
+            guard.decide_each("anonymous", Action::UpdateJitAccess, Resource::Project("x"), &contexts, entities).remove(0)
+        };
+        assert!(decide(&first).allowed);
+        assert_eq!(decide(&changed).policy_ids, vec!["project-is-healthy"]);
     }
 
     #[test]
