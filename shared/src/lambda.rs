@@ -30,10 +30,12 @@ pub fn init_tracing() {
         .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
         .unwrap_or_else(|_| "info".to_owned())
         .to_lowercase();
-    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Lambda's own levels include FATAL, which is an error here.
+    let level = if level == "fatal" { "error".to_owned() } else { level };
+    let filter = level.parse::<tracing_subscriber::filter::LevelFilter>().unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(filter)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)

@@ -1,6 +1,8 @@
 //! Lambda function `list-organization-members`: serves one route of the bundle.
 
-#[tokio::main]
+// Lambda sends one invocation at a time, so one thread serves it: no
+// worker threads to start, and no wake-ups handed between threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     jit_guard::run(jit_guard::Action::ListOrganizationMembers).await
 }

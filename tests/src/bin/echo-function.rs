@@ -96,7 +96,7 @@ impl SnapStartResource for FailingInit {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     // Same layering as `lambda_runtime::run`, plus the optional failing resource.
     let mut runtime = Runtime::new(service_fn(handle));
