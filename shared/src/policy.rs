@@ -107,8 +107,8 @@ impl Resource<'_> {
     }
 }
 
-/// The entity types of the `JitGuard` namespace, parsed once per process:
-/// Cedar parses a type name with its full policy lexer, about 20 µs a time.
+/// The entity types of the `JitGuard` namespace, parsed once per process,
+/// because Cedar parses a type name with its full policy lexer on every call.
 static ENTITY_TYPES: LazyLock<HashMap<&'static str, cedar_policy::EntityTypeName>> = LazyLock::new(|| {
     ["Action", "Caller", "Account", "Organization", "Project"]
         .into_iter()
@@ -201,7 +201,7 @@ impl Fact {
         })
     }
 
-    /// The value in Cedar's JSON format, with `__extn` for extension values.
+    /// Returns the value in Cedar's JSON format, with `__extn` for extension values.
     pub fn to_json(&self) -> Value {
         let extension = |function: &str, text: &str| serde_json::json!({ "__extn": { "fn": function, "arg": text } });
         match self {
@@ -216,12 +216,12 @@ impl Fact {
     }
 }
 
-/// A context in Cedar's JSON format.
+/// Returns a context in Cedar's JSON format.
 pub fn facts_to_json(facts: &[(&'static str, Fact)]) -> Value {
     Value::Object(facts.iter().map(|(name, fact)| ((*name).to_owned(), fact.to_json())).collect())
 }
 
-/// What one policy reads from the context.
+/// Context attributes that one policy reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reads {
     /// Only these attributes, through `context.name` or `context has name`.
@@ -241,7 +241,7 @@ struct Group {
     policies: PolicySet,
 }
 
-/// What one group did with one reading: its satisfied forbids or its
+/// Outcome of one group on one reading: its satisfied forbids or its
 /// satisfied permits, and whether any of its policies failed to evaluate.
 #[derive(Debug, Clone)]
 struct Outcome {
@@ -250,9 +250,9 @@ struct Outcome {
     failed: bool,
 }
 
-/// A word-at-a-time hash (the Fx hash of rustc), for the per-decision maps:
-/// their keys are short and made by the guard, so SipHash's resistance to
-/// flooding buys nothing and costs a third of the map time.
+/// Word-at-a-time hash (rustc's Fx hash) for the per-decision maps. Their
+/// keys are short and built by the guard, so SipHash's resistance to
+/// flooding is not needed, and SipHash is slower.
 #[derive(Default)]
 struct FastHasher(u64);
 
@@ -296,7 +296,7 @@ impl std::hash::Hasher for FastHasher {
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
 
-/// What a group reads from one context: the attributes it names, in context order.
+/// Attributes that a group reads from one context, in context order.
 type Reading<'a> = Vec<(&'static str, &'a Fact)>;
 
 /// One denied part of a request, as the caller sees it.
@@ -757,7 +757,7 @@ fn evaluate(authorizer: &Authorizer, group: &Group, request: &Result<Request, St
             }
         }
         Err(error) => {
-            tracing::error!(error = %error, "policy request cannot be built");
+            tracing::error!(error = %error, "building the policy request failed");
             Outcome { forbids: Vec::new(), permits: Vec::new(), failed: true }
         }
     }
@@ -790,8 +790,8 @@ fn context_reads(policy: &Policy) -> Reads {
     if uses == followed { Reads::Attributes(names) } else { Reads::Everything }
 }
 
-/// The value of one annotation. `Policy::annotation` parses the key with the
-/// policy lexer on every call; the iterator does not.
+/// Returns the value of one annotation. `Policy::annotation` parses the key
+/// with the policy lexer on every call, but the iterator does not.
 fn annotation<'a>(policy: &'a Policy, key: &str) -> Option<&'a str> {
     policy.annotations().find(|(name, _)| *name == key).map(|(_, value)| value)
 }
@@ -947,7 +947,7 @@ mod tests {
     }
 
     #[test]
-    fn extension_names_parse_and_build_the_same_values() {
+    fn extension_names_build_same_values() {
         assert!(EXTENSION_NAMES.is_some());
         let pairs = |ip: RestrictedExpression, datetime: RestrictedExpression, duration: RestrictedExpression| {
             Context::from_pairs([("a".to_owned(), ip), ("b".to_owned(), datetime), ("c".to_owned(), duration)])
@@ -955,7 +955,8 @@ mod tests {
                 .to_string()
         };
         let built = pairs(extension_call(0, "10.1.0.0/16"), extension_call(1, "2026-12-04T12:00:00Z"), extension_call(2, "90s"));
-        assert!(built.contains("10.1.0.0/16") && built.contains("90s"), "{built}");
+        assert!(built.contains("10.1.0.0/16"), "{built}");
+        assert!(built.contains("90s"), "{built}");
         assert_eq!(
             built,
             pairs(
@@ -1003,7 +1004,7 @@ mod tests {
     }
 
     #[test]
-    fn decide_each_fails_closed_on_a_mistyped_context() {
+    fn mistyped_context_fails_closed() {
         let guard = guard();
         let contexts = vec![vec![("role", Fact::Long(1)), ("network", Fact::Ip("10.0.0.1".into()))]];
         let decisions = guard.decide_each("anonymous", Action::UpdateJitAccess, Resource::Project("x"), &contexts, &no_entities());

@@ -1,8 +1,9 @@
 //! Property test of `Guard::decide_each`, the decision over many contexts
-//! that evaluates each policy once per distinct reading: for every list of
-//! contexts it gives the same decision, policy ids and reasons as
-//! `Guard::decide` on each context alone, which validates each context
-//! against the schema and evaluates every policy.
+//! that evaluates each policy once per distinct reading.
+//!
+//! For every list of contexts it must give the same decision, policy ids and
+//! reasons as `Guard::decide` on each context alone. That path validates
+//! each context against the schema and evaluates every policy.
 
 use jit_guard::facts::ProjectFacts;
 use jit_guard::policy::{Action, Decision, Fact, Facts, Guard, Resource, facts_to_json};
@@ -27,7 +28,7 @@ const NETWORKS: [(&str, i64); 9] = [
 
 const NOW: &str = "2026-12-04T12:00:00Z";
 
-/// Expiry as seconds after `NOW`; `None` leaves `expires_at` out.
+/// Expiry as seconds after `NOW`. With `None`, the context has no `expires_at`.
 fn expiry() -> impl Strategy<Value = Option<i64>> {
     prop_oneof![Just(None), (-3_600i64..36_000).prop_map(Some), Just(Some(28_800)), Just(Some(28_801))]
 }
@@ -137,9 +138,9 @@ proptest! {
         let guard = if extended { extended_guard() } else { Guard::from_defaults().unwrap() };
         let entities = guard.entities(Some(&project));
         let resource = Resource::Project(&project.project_ref);
-        let each = guard.decide_each("arn:aws:iam::1:user/a", action, resource, &contexts, &entities);
-        prop_assert_eq!(each.len(), contexts.len());
-        for (context, decision) in contexts.iter().zip(&each) {
+        let grouped = guard.decide_each("arn:aws:iam::1:user/a", action, resource, &contexts, &entities);
+        prop_assert_eq!(grouped.len(), contexts.len());
+        for (context, decision) in contexts.iter().zip(&grouped) {
             prop_assert!(guard.check_context(action, context).is_ok(), "{:?}", guard.check_context(action, context));
             let alone = guard.decide("arn:aws:iam::1:user/a", action, resource, facts_to_json(context), &entities);
             prop_assert_eq!(sorted(decision), sorted(&alone), "context {}", facts_to_json(context));
