@@ -467,7 +467,7 @@ pub(crate) fn cedar_ip(network: &IpNet) -> Value {
     json!({ "__extn": { "fn": "ip", "arg": cedar_ip_text(network) } })
 }
 
-/// The text Cedar's `ip()` reads for a network.
+/// Returns the text Cedar's `ip()` reads for a network.
 fn cedar_ip_text(network: &IpNet) -> String {
     match network {
         // Single addresses go as plain addresses, which Cedar treats as /32 or /128.
@@ -477,7 +477,7 @@ fn cedar_ip_text(network: &IpNet) -> String {
     }
 }
 
-/// RFC 3339 text in whole seconds UTC, as Cedar's `datetime()` reads it.
+/// Formats a time as RFC 3339 text in whole seconds UTC, as Cedar's `datetime()` reads it.
 fn datetime_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

@@ -13,14 +13,14 @@ pub mod runtime_api;
 pub mod spec;
 pub mod stand_in;
 
-/// A reqwest client for test traffic. The workspace builds reqwest without
+/// Returns a reqwest client for test traffic. The workspace builds reqwest without
 /// a built-in crypto provider (the functions install ring), so the provider
 /// is installed here before the first client is built.
 pub fn http_client() -> reqwest::Client {
     http_client_builder().build().expect("a plain reqwest client always builds")
 }
 
-/// A reqwest client builder, after installing the crypto provider.
+/// Returns a reqwest client builder, after installing the crypto provider.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     jit_guard::tls::install_crypto_provider();
     reqwest::Client::builder()

@@ -148,7 +148,8 @@ fn median_time(rounds: usize, mut work: impl FnMut()) -> Duration {
 /// Decision time of an update with 4 roles and 6 networks (3 IPv4, 3 IPv6):
 /// 24 (role, network) pairs, from the parsed update to the 24 decisions, as
 /// update-jit-access decides them. Each repetition starts with empty
-/// per-decision caches, as every invocation does.
+/// per-decision maps, as every invocation does. The project's entity store
+/// is kept from the previous repetition, as in a warm container.
 fn large_update_decision(guard: &Guard) -> Duration {
     let project = jit_guard::facts::ProjectFacts {
         project_ref: PROJECT.into(),
@@ -209,8 +210,8 @@ async fn wait_for_log(process: &FunctionProcess, message: &str) -> Vec<String> {
     }
 }
 
-/// Time to build the entity store of a project the guard has not seen
-/// last, which the first decision on a project pays on top of the decision.
+/// Measures the time to build the entity store of a project the guard has
+/// not seen last. The first decision on a project pays it on top.
 fn entity_store_build() -> Duration {
     let guard = Guard::from_defaults().expect("default policies load");
     let mut number = 0u64;
@@ -269,7 +270,7 @@ struct Figures {
 }
 
 impl Figures {
-    /// The cold start without its network calls: the upstream calls are out
+    /// Returns the cold start without its network calls: the upstream calls are out
     /// of `cold_start` already, and this also takes out the Secrets Manager read.
     fn cold_start_without_network(&self) -> Duration {
         self.cold_start.saturating_sub(Duration::from_micros(self.secret_read_us))
