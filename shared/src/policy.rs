@@ -590,15 +590,18 @@ impl Guard {
         let policy_ids: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
         if !errors.is_empty() {
             tracing::error!(action = %action, errors = ?errors, "policy evaluation failed, denying");
+        }
+        self.decision(response.decision() == CedarDecision::Allow, policy_ids, !errors.is_empty())
+    }
+
+    /// Builds a decision from Cedar's outcome and the ids of the policies that
+    /// decided it. A failed evaluation is a deny, whatever Cedar decided.
+    fn decision(&self, allowed: bool, policy_ids: Vec<String>, failed: bool) -> Decision {
+        if failed {
             return Decision { allowed: false, policy_ids, reasons: vec!["a policy failed to evaluate".to_owned()] };
         }
-
-        let reasons = response
-            .diagnostics()
-            .reason()
-            .map(|id| self.reason(&id.to_string()))
-            .collect();
-        Decision { allowed: response.decision() == CedarDecision::Allow, policy_ids, reasons }
+        let reasons = policy_ids.iter().map(|id| self.reason(id)).collect();
+        Decision { allowed, policy_ids, reasons }
     }
 
     /// Decides one request per context, with the same outcome as [`Guard::decide`]
@@ -625,7 +628,6 @@ impl Guard {
         // Cedar's constructors for extension values parse the function name on
         // every call, so each distinct value is built once per decision.
         let mut expressions: FastMap<&Fact, RestrictedExpression> = FastMap::default();
-        let mut requests: FastMap<Reading<'_>, Result<Request, String>> = FastMap::default();
         // Per group: each distinct reading with what the group did, an index
         // of them, and the last one used. Consecutive contexts often read the
         // same (the pairs of one role), which a comparison finds without hashing.
@@ -664,16 +666,8 @@ impl Guard {
                     _ => match indexes[index].get(&reading) {
                         Some(slot) => *slot,
                         None => {
-                            let outcome = match requests.get(&reading) {
-                                Some(request) => evaluate(&self.authorizer, group, request, entities),
-                                None => {
-                                    let request =
-                                        self.request(&principal, &action_uid, &resource_uid, &reading, &mut expressions);
-                                    let outcome = evaluate(&self.authorizer, group, &request, entities);
-                                    requests.insert(reading.clone(), request);
-                                    outcome
-                                }
-                            };
+                            let request = self.request(&principal, &action_uid, &resource_uid, &reading, &mut expressions);
+                            let outcome = evaluate(&self.authorizer, group, &request, entities);
                             results[index].push((reading.clone(), outcome));
                             indexes[index].insert(reading.clone(), results[index].len() - 1);
                             results[index].len() - 1
@@ -698,18 +692,8 @@ impl Guard {
             };
             if failed {
                 tracing::error!(action = %action, "policy evaluation failed, denying");
-                decisions.push(Decision {
-                    allowed: false,
-                    policy_ids,
-                    reasons: vec!["a policy failed to evaluate".to_owned()],
-                });
-                continue;
             }
-            let reasons = policy_ids
-                .iter()
-                .map(|id| self.reason(id))
-                .collect();
-            decisions.push(Decision { allowed, policy_ids, reasons });
+            decisions.push(self.decision(allowed, policy_ids, failed));
         }
         decisions
     }
