@@ -64,11 +64,14 @@ impl<M: ManagementApi> App<M> {
                 now,
             );
             let body = json!({ "user_id": request.user_id.as_str(), "roles": merged });
-            let mut record = self.audit_record(call, Action::GrantJitAccess);
-            record.project_ref = Some(project_ref.to_string());
-            record.organization_slug = Some(project.organization_slug.clone());
-            record.target_user = Some(request.user_id.to_string());
-            record.request = body.clone();
+            let record = self.write_record(
+                call,
+                Action::GrantJitAccess,
+                project_ref.as_str(),
+                &project.organization_slug,
+                request.user_id.as_str(),
+                body.clone(),
+            );
             if call.dry_run {
                 return Ok(self.dry_run_report(Action::GrantJitAccess, verdict, body, record, audit));
             }

@@ -278,11 +278,14 @@ impl<M: ManagementApi> App<M> {
 
         let verdict = self.decide_grants(call, Action::UpdateJitAccess, &project, &target_user, &request.user_id, &request.roles, now);
         let normalized = request.to_upstream_body();
-        let mut record = self.audit_record(call, Action::UpdateJitAccess);
-        record.project_ref = Some(project_ref.to_string());
-        record.organization_slug = Some(project.organization_slug.clone());
-        record.target_user = Some(request.user_id.to_string());
-        record.request = normalized.clone();
+        let record = self.write_record(
+            call,
+            Action::UpdateJitAccess,
+            project_ref.as_str(),
+            &project.organization_slug,
+            request.user_id.as_str(),
+            normalized.clone(),
+        );
         if call.dry_run {
             return Ok(self.dry_run_report(Action::UpdateJitAccess, verdict, normalized, record, audit));
         }
@@ -359,6 +362,24 @@ impl<M: ManagementApi> App<M> {
 
     pub(crate) fn audit_record(&self, call: &Call, action: Action) -> AuditRecord {
         AuditRecord::new(call, action.name(), self.guard.policy_set_hash())
+    }
+
+    /// Starts the audit record of a write to one user's mappings in one project.
+    pub(crate) fn write_record(
+        &self,
+        call: &Call,
+        action: Action,
+        project_ref: &str,
+        organization_slug: &str,
+        user_id: &str,
+        request: Value,
+    ) -> AuditRecord {
+        let mut record = self.audit_record(call, action);
+        record.project_ref = Some(project_ref.to_owned());
+        record.organization_slug = Some(organization_slug.to_owned());
+        record.target_user = Some(user_id.to_owned());
+        record.request = request;
+        record
     }
 
     /// Logs the decision, keeps its audit record, and fails unless it is an allow.

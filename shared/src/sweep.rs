@@ -173,11 +173,15 @@ impl<M: ManagementApi> App<M> {
                 let context = json!({ "user_id": user_id.as_str(), "role": finding.role, "reason": finding.reason });
                 let verdict =
                     self.decide_one(call, Action::SweepJitAccess, Resource::Project(project_ref.as_str()), context, None);
-                let mut record = self.audit_record(call, Action::SweepJitAccess);
-                record.project_ref = Some(project_ref.to_string());
-                record.organization_slug = Some(project.organization_slug.clone());
-                record.target_user = Some(user_id.to_string());
-                record.request = json!({ "role": finding.role, "reason": finding.reason, "mode": report.mode });
+                let request = json!({ "role": finding.role, "reason": finding.reason, "mode": report.mode });
+                let mut record = self.write_record(
+                    call,
+                    Action::SweepJitAccess,
+                    project_ref.as_str(),
+                    &project.organization_slug,
+                    user_id.as_str(),
+                    request,
+                );
                 record.decision = if verdict.allowed { "allow" } else { "deny" };
                 record.policy_ids = verdict.policy_ids;
                 record.dry_run = mode == SweepMode::Report;
