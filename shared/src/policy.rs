@@ -167,7 +167,8 @@ static EXTENSION_NAMES: LazyLock<Option<[cedar_policy_core::ast::Name; 3]>> = La
     Some([name("ip")?, name("datetime")?, name("duration")?])
 });
 
-/// A call of Cedar's extension constructor number `index` of [`EXTENSION_NAMES`] on `text`.
+/// Builds a call of Cedar's extension constructor number `index` of
+/// [`EXTENSION_NAMES`] on `text`.
 fn extension_call(index: usize, text: &str) -> RestrictedExpression {
     match EXTENSION_NAMES.as_ref() {
         Some(names) => RestrictedExpression::from(cedar_policy_core::ast::RestrictedExpr::call_extension_fn(
@@ -607,8 +608,8 @@ impl Guard {
     /// Decides one request per context, with the same outcome as [`Guard::decide`]
     /// on each, but evaluates each policy once per distinct set of the context
     /// attributes it reads rather than once per context. An update of 4 roles
-    /// and 6 networks is 24 contexts; a policy that reads only `role` is then
-    /// evaluated 4 times, not 24.
+    /// and 6 networks is 24 contexts, and a policy that reads only `role` is
+    /// then evaluated 4 times, not 24.
     ///
     /// The contexts are not checked against the schema here: the callers
     /// build them from typed values, and a unit test checks each builder

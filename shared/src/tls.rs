@@ -24,7 +24,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The compiled-in roots for reqwest.
+/// Returns the compiled-in roots for reqwest.
 pub fn reqwest_roots() -> Vec<reqwest::Certificate> {
     webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
@@ -32,7 +32,7 @@ pub fn reqwest_roots() -> Vec<reqwest::Certificate> {
         .collect()
 }
 
-/// The AWS SDK's HTTPS client, trusting the compiled-in roots only.
+/// Builds the AWS SDK's HTTPS client, which trusts the compiled-in roots only.
 pub fn aws_http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
     // The SDK takes extra roots as PEM text.
     let mut pem = String::new();

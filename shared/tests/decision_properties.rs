@@ -63,7 +63,7 @@ fn grant_context(role: &str, network: (&str, i64), expires_in: Option<i64>, bran
     context
 }
 
-/// An update: a few entries, each a role with an expiry and some networks.
+/// Generates an update: a few entries, each a role with an expiry and some networks.
 fn update() -> impl Strategy<Value = Vec<Facts>> {
     let entry = (select(&ROLES[..]), expiry(), prop::collection::vec(select(&NETWORKS[..]), 1..4), any::<bool>());
     (prop::collection::vec(entry, 1..5), target_user()).prop_map(|(entries, target_user)| {
@@ -91,7 +91,7 @@ fn project() -> impl Strategy<Value = ProjectFacts> {
     })
 }
 
-/// A decision with its policy ids and reasons in a fixed order.
+/// Returns a decision with its policy ids and reasons in a fixed order.
 fn sorted(decision: &Decision) -> (bool, Vec<String>, Vec<String>) {
     let mut policy_ids = decision.policy_ids.clone();
     policy_ids.sort();
@@ -100,7 +100,7 @@ fn sorted(decision: &Decision) -> (bool, Vec<String>, Vec<String>) {
     (decision.allowed, policy_ids, reasons)
 }
 
-/// The default policies plus policies that read the role and the network
+/// Loads the default policies plus policies that read the role and the network
 /// together, the whole context, and an attribute only some contexts have, so
 /// that every kind of policy group is exercised.
 fn extended_guard() -> Guard {
@@ -150,7 +150,7 @@ proptest! {
 
 /// The property above must see allows and each kind of deny, or it proves little.
 #[test]
-fn the_generated_updates_reach_allows_and_denies() {
+fn generated_updates_reach_allows_and_denies() {
     let guard = Guard::from_defaults().unwrap();
     let project = ProjectFacts {
         project_ref: "abcdefghijklmnopqrst".into(),
