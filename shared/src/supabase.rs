@@ -257,6 +257,11 @@ impl SupabaseClient {
         })
     }
 
+    /// Returns the token source, so init can read the token ahead of the first call.
+    pub fn tokens(&self) -> &TokenProvider {
+        &self.tokens
+    }
+
     /// Sends one call. Every call the bundle makes is idempotent (GET, PUT,
     /// DELETE and the read-only authorize POST), so 5xx responses and connection
     /// errors are retried with backoff, and a 429 is waited out when its reset

@@ -939,6 +939,21 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// Waits until `deadline` on a blocking thread, whose sleep overshoots by
+/// tens of microseconds. Tokio's timer rounds a deadline up to the next
+/// millisecond, which would make a fixed latency anything up to 1 ms longer
+/// and tie it to the timer's ticks.
+async fn sleep_until_precisely(deadline: std::time::Instant) {
+    let slept = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+    })
+    .await;
+    if slept.is_err() {
+        // The blocking pool is shutting down; the coarser timer still waits.
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
 /// Logs the request, waits out any latency, plays an injected fault, then
 /// lets the request through only with the expected bearer token.
 ///
@@ -950,6 +965,7 @@ async fn record_and_authenticate(
     request: Request,
     next: Next,
 ) -> ApiResult {
+    let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
@@ -992,7 +1008,7 @@ async fn record_and_authenticate(
     };
 
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        sleep_until_precisely(arrived + latency).await;
     }
     match fault {
         None => {}
