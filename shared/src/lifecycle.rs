@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
 use crate::error::Error;
-use crate::operations::{App, both, passed_on};
+use crate::operations::{App, both, passed_on, user_role_context};
 use crate::policy::{Action, Resource};
 use crate::request::Call;
 use crate::supabase::ManagementApi;
@@ -110,7 +110,7 @@ impl<M: ManagementApi> App<M> {
             }
         };
 
-        let context = json!({ "user_id": user_id.as_str(), "role": role.as_str() });
+        let context = user_role_context(user_id.as_str(), role.as_str(), None);
         for attempt in 1..=MAX_ATTEMPTS {
             let current = self.user_roles(&project_ref, &user_id).await?;
             if !current.iter().any(|existing| existing["role"] == role.as_str()) {

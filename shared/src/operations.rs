@@ -19,7 +19,7 @@ use crate::policy::{Action, Decision, Denial, Fact, Facts, Guard, Resource};
 use crate::request::{Call, Route, read_call};
 use crate::signature::{SignatureVerifier, VerifyError};
 use crate::supabase::{DEADLINE, ManagementApi, UpstreamError, UpstreamResponse};
-use crate::validate::{OrganizationSlug, ProjectRef, RoleGrant, UserId, parse_authorize_body, parse_update_body};
+use crate::validate::{OrganizationSlug, ProjectRef, RoleGrant, RoleName, UserId, parse_authorize_body, parse_update_body};
 
 /// Default wait before a grant or role revocation reads its write back; the
 /// configured value replaces it at init.
@@ -167,7 +167,7 @@ impl<M: ManagementApi> App<M> {
 
         let mut record = self.audit_record(call, Action::ListOrganizationMembers);
         record.organization_slug = Some(slug.to_string());
-        let verdict = self.decide_one(call, Action::ListOrganizationMembers, Resource::Organization(slug.as_str()), json!({}), None);
+        let verdict = self.decide_one(call, Action::ListOrganizationMembers, Resource::Organization(slug.as_str()), Facts::new(), None);
         self.require_allow(call, Action::ListOrganizationMembers, verdict, record, audit)?;
 
         let response = self.supabase.list_organization_members(&slug).await?;
@@ -176,7 +176,7 @@ impl<M: ManagementApi> App<M> {
 
     async fn list_projects(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
         let record = self.audit_record(call, Action::ListProjects);
-        let verdict = self.decide_one(call, Action::ListProjects, Resource::Account, json!({}), None);
+        let verdict = self.decide_one(call, Action::ListProjects, Resource::Account, Facts::new(), None);
         self.require_allow(call, Action::ListProjects, verdict, record, audit)?;
 
         let response = self.supabase.list_projects().await?;
@@ -188,7 +188,7 @@ impl<M: ManagementApi> App<M> {
 
         let mut record = self.audit_record(call, Action::GetProject);
         record.project_ref = Some(project_ref.to_string());
-        let verdict = self.decide_one(call, Action::GetProject, Resource::Project(project_ref.as_str()), json!({}), None);
+        let verdict = self.decide_one(call, Action::GetProject, Resource::Project(project_ref.as_str()), Facts::new(), None);
         self.require_allow(call, Action::GetProject, verdict, record, audit)?;
 
         let response = self.supabase.get_project(&project_ref).await?;
@@ -200,7 +200,7 @@ impl<M: ManagementApi> App<M> {
 
         let mut record = self.audit_record(call, Action::ListJitAccess);
         record.project_ref = Some(project_ref.to_string());
-        let verdict = self.decide_one(call, Action::ListJitAccess, Resource::Project(project_ref.as_str()), json!({}), None);
+        let verdict = self.decide_one(call, Action::ListJitAccess, Resource::Project(project_ref.as_str()), Facts::new(), None);
         self.require_allow(call, Action::ListJitAccess, verdict, record, audit)?;
 
         let response = self.supabase.list_jit_access(&project_ref).await?;
@@ -223,8 +223,8 @@ impl<M: ManagementApi> App<M> {
         record.project_ref = Some(project_ref.to_string());
         record.target_user = Some(user_id.to_string());
         record.request = normalized.clone();
-        let verdict =
-            self.decide_one(call, Action::RevokeJitAccess, Resource::Project(project_ref.as_str()), normalized.clone(), None);
+        let context = user_context(user_id.as_str());
+        let verdict = self.decide_one(call, Action::RevokeJitAccess, Resource::Project(project_ref.as_str()), context, None);
         if call.dry_run {
             return Ok(self.dry_run_report(Action::RevokeJitAccess, verdict, normalized, record, audit));
         }
@@ -240,13 +240,7 @@ impl<M: ManagementApi> App<M> {
 
         let project = self.facts.project(&self.supabase, &project_ref).await?;
 
-        let network = IpNet::from(request.rhost);
-        let context = json!({
-            "role": request.role.as_str(),
-            "network": cedar_ip(&network),
-            "network_prefix_length": network.prefix_len(),
-            "now": cedar_datetime((self.clock)()),
-        });
+        let context = authorize_context(&request.role, request.rhost, (self.clock)());
         let mut record = self.audit_record(call, Action::AuthorizeJitAccess);
         record.project_ref = Some(project_ref.to_string());
         record.organization_slug = Some(project.organization_slug.clone());
@@ -340,17 +334,22 @@ impl<M: ManagementApi> App<M> {
     }
 
     /// Decides a request that is one Cedar request.
+    /// Decides one request on a typed context. The context is not checked
+    /// against the schema on each call; each context builder is checked by a
+    /// unit test instead, as for [`Guard::decide_each`].
     pub(crate) fn decide_one(
         &self,
         call: &Call,
         action: Action,
         resource: Resource<'_>,
-        context: Value,
+        context: Facts,
         project: Option<&ProjectFacts>,
     ) -> Verdict {
         let entities = self.guard.entities(project);
+        let decision = self.guard.decide_each(call.caller.as_str(), action, resource, std::slice::from_ref(&context), &entities).pop();
+        // `decide_each` returns one decision per context; none would be a deny.
         let Decision { allowed, mut policy_ids, reasons } =
-            self.guard.decide(call.caller.as_str(), action, resource, context, &entities);
+            decision.unwrap_or(Decision { allowed: false, policy_ids: Vec::new(), reasons: Vec::new() });
         policy_ids.sort_unstable();
         let denials = if allowed {
             Vec::new()
@@ -483,11 +482,6 @@ pub(crate) fn both<A, B>(first: Result<A, FieldError>, second: Result<B, Vec<Fie
     }
 }
 
-/// Builds a Cedar `ip` extension value in the JSON context format.
-pub(crate) fn cedar_ip(network: &IpNet) -> Value {
-    json!({ "__extn": { "fn": "ip", "arg": cedar_ip_text(network) } })
-}
-
 /// Returns the text Cedar's `ip()` reads for a network.
 fn cedar_ip_text(network: &IpNet) -> String {
     match network {
@@ -543,9 +537,32 @@ pub fn grant_contexts<'g>(
     (pairs, contexts)
 }
 
-/// Builds a Cedar `datetime` extension value, in whole seconds UTC.
-pub(crate) fn cedar_datetime(time: DateTime<Utc>) -> Value {
-    json!({ "__extn": { "fn": "datetime", "arg": datetime_text(time) } })
+/// Builds the context of an authorize check: the role, and the remote host
+/// as a single-address range.
+pub fn authorize_context(role: &RoleName, rhost: IpAddr, now: DateTime<Utc>) -> Facts {
+    let network = IpNet::from(rhost);
+    vec![
+        ("role", Fact::String(role.to_string())),
+        ("network", Fact::Ip(cedar_ip_text(&network))),
+        ("network_prefix_length", Fact::Long(i64::from(network.prefix_len()))),
+        ("now", Fact::DateTime(datetime_text(now))),
+    ]
+}
+
+/// Builds the context naming one user, as revoke-jit-access decides it.
+pub(crate) fn user_context(user_id: &str) -> Facts {
+    vec![("user_id", Fact::String(user_id.to_owned()))]
+}
+
+/// Builds the context naming one user and one of their roles, as
+/// revoke-jit-role and the sweep decide it; the sweep adds its reason.
+pub(crate) fn user_role_context(user_id: &str, role: &str, reason: Option<&str>) -> Facts {
+    let mut context = user_context(user_id);
+    context.push(("role", Fact::String(role.to_owned())));
+    if let Some(reason) = reason {
+        context.push(("reason", Fact::String(reason.to_owned())));
+    }
+    context
 }
 
 /// Passes Supabase's response on and notes its status in the audit record.
@@ -649,6 +666,30 @@ mod tests {
             }
         }
         assert_eq!(checked, 16);
+    }
+
+    /// Single decisions skip the per-request schema check too, so each of
+    /// their context builders is checked against its action's context type.
+    #[test]
+    fn single_decision_contexts_match_the_schema() {
+        let guard = Guard::from_defaults().unwrap();
+        let role = RoleName::parse("role", "jit_readonly").unwrap();
+        let contexts = [
+            (Action::ListOrganizationMembers, Facts::new()),
+            (Action::ListProjects, Facts::new()),
+            (Action::GetProject, Facts::new()),
+            (Action::ListJitAccess, Facts::new()),
+            (Action::AuthorizeJitAccess, authorize_context(&role, "10.1.2.3".parse().unwrap(), fixed_now())),
+            (Action::AuthorizeJitAccess, authorize_context(&role, "fd00::7".parse().unwrap(), fixed_now())),
+            (Action::RevokeJitAccess, user_context(USER)),
+            (Action::RevokeJitRole, user_role_context(USER, "jit_readonly", None)),
+            (Action::SweepJitAccess, user_role_context(USER, "jit_readonly", Some("expired"))),
+        ];
+        for (action, context) in &contexts {
+            assert_eq!(guard.check_context(*action, context), Ok(()), "{action} {context:?}");
+        }
+        // A missing attribute is caught, so the check above can fail.
+        assert!(guard.check_context(Action::SweepJitAccess, &user_role_context(USER, "jit_readonly", None)).is_err());
     }
 
     fn fixed_now() -> DateTime<Utc> {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
-use crate::operations::App;
+use crate::operations::{App, user_role_context};
 use crate::policy::{Action, Resource};
 use crate::request::{Call, Caller};
 use crate::supabase::{DEADLINE, ManagementApi};
@@ -170,7 +170,7 @@ impl<M: ManagementApi> App<M> {
             let mut records: Vec<AuditRecord> = Vec::new();
             let mut removable = Vec::new();
             for finding in &mut found {
-                let context = json!({ "user_id": user_id.as_str(), "role": finding.role, "reason": finding.reason });
+                let context = user_role_context(user_id.as_str(), &finding.role, Some(finding.reason));
                 let verdict =
                     self.decide_one(call, Action::SweepJitAccess, Resource::Project(project_ref.as_str()), context, None);
                 let request = json!({ "role": finding.role, "reason": finding.reason, "mode": report.mode });

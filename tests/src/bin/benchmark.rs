@@ -81,7 +81,8 @@ fn event(operation: &Operation) -> Value {
     if let Some(body) = &operation.body {
         spec = spec.body(body.clone()).header("content-type", "application/json");
     }
-    events::function_url(&spec)
+    // API Gateway REST API events, as the SAM template deploys the functions.
+    events::rest_v1(&spec)
 }
 
 fn status_of(outcome: &Outcome) -> u16 {
