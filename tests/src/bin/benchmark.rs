@@ -378,7 +378,12 @@ async fn main() {
     env.push(("SUPABASE_TOKEN_SECRET_ID".into(), secret_arn));
 
     let mut figures = Vec::new();
-    for operation in operations() {
+    // BENCHMARK_FUNCTIONS=get-project,update-jit-access measures only those.
+    let only = std::env::var("BENCHMARK_FUNCTIONS").ok();
+    let selected = operations().into_iter().filter(|operation| {
+        only.as_deref().is_none_or(|names| names.split(',').any(|name| name.trim() == operation.function))
+    });
+    for operation in selected {
         eprintln!("measuring {} ...", operation.function);
         let binary = function_binary(operation.function);
 
