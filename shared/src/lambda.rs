@@ -47,18 +47,20 @@ pub fn init_tracing() {
         .init();
 }
 
-/// How long init waits for the token read. A read from Secrets Manager takes
-/// tens of milliseconds; with the SDK's retries, an outage would hold init
-/// for seconds before the first request tries again anyway.
+/// How long init waits for the token read. During an outage the SDK's
+/// retries would hold init for seconds, and the first request reads again
+/// anyway.
 const TOKEN_READ_LIMIT: Duration = Duration::from_secs(1);
 
 /// Builds the application from the environment: configuration, policies, token source and client.
 ///
 /// The policy load runs on its own thread, beside the client set-up and the
-/// token read. In a new process it takes about 3 to 6 ms, because Cedar
-/// builds its lexers on first use, and the clients take about 1 to 2 ms.
-/// The token is read during init so that the first request does not wait
-/// for it; a failed read is logged, and the first request reads again.
+/// token read. In a new process the load took 3 to 6 ms in the benchmark
+/// (x86_64), because Cedar builds its lexers on first use; the clients took
+/// 1 to 2 ms.
+/// The token is read during init, so the first request does not wait for
+/// it. When that read fails, the failure is logged and the first request
+/// reads again.
 pub async fn build_app() -> Result<(App<SupabaseClient>, Config), InitError> {
     let started = Instant::now();
     let config = Config::from_env()?;

@@ -347,7 +347,7 @@ impl<M: ManagementApi> App<M> {
     ) -> Verdict {
         let entities = self.guard.entities(project);
         let decision = self.guard.decide_each(call.caller.as_str(), action, resource, std::slice::from_ref(&context), &entities).pop();
-        // `decide_each` returns one decision per context; none would be a deny.
+        // One context gives one decision; an empty result would count as a deny.
         let Decision { allowed, mut policy_ids, reasons } =
             decision.unwrap_or(Decision { allowed: false, policy_ids: Vec::new(), reasons: Vec::new() });
         policy_ids.sort_unstable();
@@ -687,6 +687,34 @@ mod tests {
         ];
         for (action, context) in &contexts {
             assert_eq!(guard.check_context(*action, context), Ok(()), "{action} {context:?}");
+        }
+        // The typed path, which evaluates only the policies scoped to the
+        // action, decides as the schema-checked JSON path does: with the
+        // shipped policies, and with policies scoped to any action.
+        let extra = format!(
+            "{}\n{}",
+            crate::policy::DEFAULT_POLICIES,
+            r#"@id("any-forbid") forbid (principal, action, resource) when { context has role && context.role == "jit_readonly" };
+            @id("any-permit") permit (principal, action, resource) when { context has user_id };"#
+        );
+        let extended = Guard::from_sources("schema", crate::policy::DEFAULT_SCHEMA, "policies", &extra).unwrap();
+        for guard in [&guard, &extended] {
+            for (action, context) in &contexts {
+                let resource = match action {
+                    Action::ListOrganizationMembers => Resource::Organization("acme"),
+                    Action::ListProjects => Resource::Account,
+                    _ => Resource::Project(PROJECT),
+                };
+                let entities = guard.entities(None);
+                let typed = guard.decide_each("caller", *action, resource, std::slice::from_ref(context), &entities);
+                let json = guard.decide("caller", *action, resource, crate::policy::facts_to_json(context), &entities);
+                let sorted = |mut decision: Decision| {
+                    decision.policy_ids.sort();
+                    decision.reasons.sort();
+                    decision
+                };
+                assert_eq!(sorted(typed[0].clone()), sorted(json), "{action} {context:?}");
+            }
         }
         // A missing attribute is caught, so the check above can fail.
         assert!(guard.check_context(Action::SweepJitAccess, &user_role_context(USER, "jit_readonly", None)).is_err());

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::facts::ProjectFacts;
 
 /// Default schema, compiled in.
-const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+pub(crate) const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 /// Default policies, compiled in.
-const DEFAULT_POLICIES: &str = include_str!("../../policies/policies.cedar");
+pub(crate) const DEFAULT_POLICIES: &str = include_str!("../../policies/policies.cedar");
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 pub const POLICIES_FILE: &str = "policies.cedar";
@@ -324,7 +324,8 @@ pub enum PolicyLoadError {
 /// The loaded policy set with its schema, ready to decide requests.
 pub struct Guard {
     policies: PolicySet,
-    groups: Vec<Group>,
+    /// The policy groups of each action, in the order of [`Action::ALL`].
+    groups: Vec<Vec<Group>>,
     /// The `@reason` annotation of each policy, by policy id.
     reasons: HashMap<String, String>,
     schema: Schema,
@@ -414,39 +415,20 @@ impl Guard {
             return Err(invalid(policies_file, policies_text, error));
         }
 
-        // Policies are grouped by whether they read the role and whether they
-        // read the network: the attributes that differ from pair to pair. The
-        // other attributes differ at most from entry to entry, so a group
-        // reading them is still evaluated about once per entry. Any grouping
-        // decides the same; this one makes the fewest Cedar calls for a
-        // typical update: one, one per role, and one per network.
-        let mut groups: Vec<(Option<(bool, bool)>, Group)> = Vec::new();
-        for policy in policies.policies() {
-            let reads = context_reads(policy);
-            let dimensions = match &reads {
-                Reads::Attributes(names) => Some((
-                    names.contains("role"),
-                    names.contains("network") || names.contains("network_prefix_length"),
-                )),
-                Reads::Everything => None,
-            };
-            let index = match groups.iter().position(|(d, _)| *d == dimensions) {
-                Some(index) => index,
-                None => {
-                    let empty = Group { reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new() };
-                    groups.push((dimensions, empty));
-                    groups.len() - 1
-                }
-            };
-            let group = &mut groups[index].1;
-            group.reads = match (&group.reads, reads) {
-                (Reads::Attributes(ours), Reads::Attributes(theirs)) => Reads::Attributes(ours.union(&theirs).cloned().collect()),
-                _ => Reads::Everything,
-            };
-            // The ids are unique in `policies`, so they are unique in each group.
-            group.policies.add(policy.clone()).expect("policy ids are unique");
-        }
-        let groups: Vec<Group> = groups.into_iter().map(|(_, group)| group).collect();
+        let action_entities = schema.action_entities().map_err(|error| PolicyLoadError::Invalid {
+            file: schema_file.to_owned(),
+            line: 1,
+            message: error.to_string(),
+        })?;
+        // Each action keeps only the policies whose action scope includes it:
+        // the others can neither be satisfied nor fail for its requests.
+        let groups = Action::ALL
+            .iter()
+            .map(|action| {
+                let action = action.uid();
+                group_policies(policies.policies().filter(|policy| scope_includes(policy, &action, &action_entities)))
+            })
+            .collect();
         let reasons = policies
             .policies()
             .map(|policy| {
@@ -455,11 +437,6 @@ impl Guard {
             })
             .collect();
 
-        let action_entities = schema.action_entities().map_err(|error| PolicyLoadError::Invalid {
-            file: schema_file.to_owned(),
-            line: 1,
-            message: error.to_string(),
-        })?;
         let mut hasher = Sha256::new();
         hasher.update(schema_text.as_bytes());
         hasher.update(policies_text.as_bytes());
@@ -544,6 +521,12 @@ impl Guard {
 
     fn reason(&self, policy_id: &str) -> String {
         self.reasons.get(policy_id).map_or("no @reason annotation", String::as_str).to_owned()
+    }
+
+    /// Returns the policy groups of `action`.
+    fn groups_of(&self, action: Action) -> &[Group] {
+        let index = Action::ALL.iter().position(|known| *known == action).unwrap_or(0);
+        self.groups.get(index).map_or(&[], Vec::as_slice)
     }
 
     /// Number of policies in the set.
@@ -632,14 +615,15 @@ impl Guard {
         // Per group: each distinct reading with what the group did, an index
         // of them, and the last one used. Consecutive contexts often read the
         // same (the pairs of one role), which a comparison finds without hashing.
-        let mut results: Vec<Vec<(Reading<'_>, Outcome)>> = self.groups.iter().map(|_| Vec::new()).collect();
-        let mut indexes: Vec<FastMap<Reading<'_>, usize>> = self.groups.iter().map(|_| FastMap::default()).collect();
-        let mut last: Vec<Option<usize>> = vec![None; self.groups.len()];
+        let groups = self.groups_of(action);
+        let mut results: Vec<Vec<(Reading<'_>, Outcome)>> = groups.iter().map(|_| Vec::new()).collect();
+        let mut indexes: Vec<FastMap<Reading<'_>, usize>> = groups.iter().map(|_| FastMap::default()).collect();
+        let mut last: Vec<Option<usize>> = vec![None; groups.len()];
         let mut reading: Reading<'_> = Vec::new();
         // The positions each group reads, worked out again only when a
         // context's attribute names differ from the previous context's.
         let mut layout: Vec<&'static str> = Vec::new();
-        let mut positions: Vec<Vec<usize>> = self.groups.iter().map(|_| Vec::new()).collect();
+        let mut positions: Vec<Vec<usize>> = groups.iter().map(|_| Vec::new()).collect();
 
         let mut decisions = Vec::with_capacity(contexts.len());
         for context in contexts {
@@ -647,7 +631,7 @@ impl Guard {
                 && layout.iter().zip(context).all(|(known, (name, _))| std::ptr::eq(*known, *name) || known == name);
             if !same_layout {
                 layout = context.iter().map(|(name, _)| *name).collect();
-                for (group, positions) in self.groups.iter().zip(&mut positions) {
+                for (group, positions) in groups.iter().zip(&mut positions) {
                     *positions = (0..context.len())
                         .filter(|position| match &group.reads {
                             Reads::Attributes(names) => names.contains(context[*position].0),
@@ -659,7 +643,7 @@ impl Guard {
             let mut forbids = Vec::new();
             let mut permits = Vec::new();
             let mut failed = false;
-            for (index, group) in self.groups.iter().enumerate() {
+            for (index, group) in groups.iter().enumerate() {
                 reading.clear();
                 reading.extend(positions[index].iter().map(|position| (context[*position].0, &context[*position].1)));
                 let slot = match last[index] {
@@ -745,6 +729,56 @@ fn evaluate(authorizer: &Authorizer, group: &Group, request: &Result<Request, St
             tracing::error!(error = %error, "building the policy request failed");
             Outcome { forbids: Vec::new(), permits: Vec::new(), failed: true }
         }
+    }
+}
+
+/// Sorts policies into groups by the context attributes they read.
+fn group_policies<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Group> {
+    // Policies are grouped by whether they read the role and whether they
+    // read the network: the attributes that differ from pair to pair. The
+    // other attributes differ at most from entry to entry, so a group
+    // reading them is still evaluated about once per entry. Any grouping
+    // decides the same; this one makes the fewest Cedar calls for a
+    // typical update: one, one per role, and one per network.
+    let mut groups: Vec<(Option<(bool, bool)>, Group)> = Vec::new();
+    for policy in policies {
+        let reads = context_reads(policy);
+        let dimensions = match &reads {
+            Reads::Attributes(names) => Some((
+                names.contains("role"),
+                names.contains("network") || names.contains("network_prefix_length"),
+            )),
+            Reads::Everything => None,
+        };
+        let index = match groups.iter().position(|(d, _)| *d == dimensions) {
+            Some(index) => index,
+            None => {
+                let empty = Group { reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new() };
+                groups.push((dimensions, empty));
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[index].1;
+        group.reads = match (&group.reads, reads) {
+            (Reads::Attributes(ours), Reads::Attributes(theirs)) => Reads::Attributes(ours.union(&theirs).cloned().collect()),
+            _ => Reads::Everything,
+        };
+        // The ids are unique in `policies`, so they are unique in each group.
+        group.policies.add(policy.clone()).expect("policy ids are unique");
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// Whether a policy's action scope includes `action`: any action, that
+/// action, or an action group that `action` belongs to.
+fn scope_includes(policy: &Policy, action: &EntityUid, action_entities: &Entities) -> bool {
+    let is_or_contains = |scope: &EntityUid| {
+        scope == action || action_entities.ancestors(action).is_some_and(|mut groups| groups.any(|group| group == scope))
+    };
+    match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(scope) => &scope == action,
+        ActionConstraint::In(scopes) => scopes.iter().any(is_or_contains),
     }
 }
 
@@ -920,7 +954,8 @@ mod tests {
     fn default_policies_form_three_groups() {
         let guard = guard();
         let of = |id: &str| {
-            let group = guard.groups.iter().find(|group| group.policies.policy(&PolicyId::new(id)).is_some()).unwrap();
+            let groups = guard.groups_of(Action::UpdateJitAccess);
+            let group = groups.iter().find(|group| group.policies.policy(&PolicyId::new(id)).is_some()).unwrap();
             group.reads.clone()
         };
         assert_eq!(of("roles-allow-list"), attributes(&["role"]));
@@ -928,7 +963,41 @@ mod tests {
         assert_eq!(of("expiry-at-most-8-hours"), attributes(&["expires_at", "now", "target_user"]));
         assert_eq!(of("project-is-healthy"), attributes(&["expires_at", "now", "target_user"]));
         assert_eq!(of("allow-jit-within-guardrails"), attributes(&["expires_at", "now", "target_user"]));
-        assert_eq!(guard.groups.len(), 3);
+        assert_eq!(guard.groups_of(Action::UpdateJitAccess).len(), 3);
+    }
+
+    /// Each action keeps the policies whose scope names it, directly or
+    /// through the WriteJitAccess group, and those with any action.
+    #[test]
+    fn actions_keep_the_policies_that_can_apply() {
+        let guard = guard();
+        let ids = |action: Action| {
+            let mut ids: Vec<String> = guard
+                .groups_of(action)
+                .iter()
+                .flat_map(|group| group.policies.policies().map(|policy| policy.id().to_string()))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(Action::GetProject), ["allow-read-and-revoke"]);
+        let update = ids(Action::UpdateJitAccess);
+        assert!(update.contains(&"expiry-required".to_owned()), "{update:?}");
+        assert!(!update.contains(&"allow-read-and-revoke".to_owned()), "{update:?}");
+        assert_eq!(update, ids(Action::GrantJitAccess), "both are in WriteJitAccess");
+        let total: usize = Action::ALL.iter().map(|action| ids(*action).len()).sum();
+        assert!(total > guard.policy_count(), "a policy can apply to several actions");
+
+        let any = Guard::from_sources(
+            "schema",
+            DEFAULT_SCHEMA,
+            "policies",
+            "@id(\"all\") permit (principal, action, resource);",
+        )
+        .unwrap();
+        for action in Action::ALL {
+            assert_eq!(any.groups_of(action).iter().map(|group| group.policies.policies().count()).sum::<usize>(), 1);
+        }
     }
 
     #[test]
