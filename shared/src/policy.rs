@@ -769,8 +769,8 @@ fn group_policies<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Group> 
     groups.into_iter().map(|(_, group)| group).collect()
 }
 
-/// Whether a policy's action scope includes `action`: any action, that
-/// action, or an action group that `action` belongs to.
+/// Returns whether a policy's action scope includes `action`: any action,
+/// that action, or an action group that `action` belongs to.
 fn scope_includes(policy: &Policy, action: &EntityUid, action_entities: &Entities) -> bool {
     let is_or_contains = |scope: &EntityUid| {
         scope == action || action_entities.ancestors(action).is_some_and(|mut groups| groups.any(|group| group == scope))

@@ -25,8 +25,6 @@ const CAROL: &str = "33333333-3333-4333-8333-333333333333";
 /// Latency added to every stand-in response, in place of the network to Supabase.
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
 const WARMUP: usize = 20;
-/// Pause after an untimed set-up call, before the timed call.
-const SETTLE_AFTER_SETUP: Duration = Duration::from_millis(3);
 const DEFAULT_ITERATIONS: usize = 1000;
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cold starts per function; the median is reported, and the slowest beside it.
@@ -113,9 +111,6 @@ async fn restore_mapping(client: &reqwest::Client, base: &str) {
     let path = format!("{base}/v1/projects/{PROJECT}/database/jit");
     let response = client.put(path).bearer_auth(TOKEN).json(&body).send().await.expect("the stand-in answers");
     assert!(response.status().is_success(), "restoring the mapping failed: {}", response.status());
-    // The stand-in's threads finish this call after it answers; a short
-    // pause keeps that work out of the timed call that follows.
-    tokio::time::sleep(SETTLE_AFTER_SETUP).await;
 }
 
 /// Reads a numeric log field from the first line carrying `message`.
