@@ -8,13 +8,11 @@
 //! why and passes.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use jit_guard_tests::child::{OutputLines, free_port, spawn_drained};
 use jit_guard_tests::spec::{SPEC_PATH, Spec};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use super::assert_valid_as_documented;
@@ -38,7 +36,7 @@ const FACT_POLICIES: [&str; 3] = [
 struct Prism {
     child: Child,
     port: u16,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: OutputLines,
 }
 
 impl Prism {
@@ -62,33 +60,10 @@ impl Prism {
     }
 
     async fn start_once(executable: &Path) -> Result<Prism, String> {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|probe| probe.local_addr())
-            .map_err(|error| format!("no free port on 127.0.0.1: {error}"))?
-            .port();
-        let mut child = Command::new(executable)
-            .args([
-                "mock",
-                SPEC_PATH,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("cannot run {}: {error}", executable.display()))?;
-        // The pipes are drained all the time: an unread full pipe would block Prism.
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(collect_lines(stdout, logs.clone()));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(collect_lines(stderr, logs.clone()));
-        }
+        let port = free_port()?;
+        let mut command = Command::new(executable);
+        command.args(["mock", SPEC_PATH, "-h", "127.0.0.1", "-p", &port.to_string()]);
+        let (child, logs) = spawn_drained(&mut command, executable)?;
         let mut prism = Prism { child, port, logs };
         prism.wait_until_ready().await?;
         Ok(prism)
@@ -124,10 +99,7 @@ impl Prism {
     }
 
     fn log_lines(&self) -> Vec<String> {
-        self.logs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.logs.lines()
     }
 
     /// Returns each request Prism received, as "method path", and whether it
@@ -170,15 +142,6 @@ impl Drop for Prism {
         if let Err(error) = self.child.start_kill() {
             eprintln!("stopping prism on port {} failed: {error}", self.port);
         }
-    }
-}
-
-async fn collect_lines(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<Vec<String>>>) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        logs.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(line);
     }
 }
 

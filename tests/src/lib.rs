@@ -7,6 +7,7 @@
 //! - [`moto`]: moto server (Secrets Manager emulator) started and seeded for a test.
 //! - [`events`]: API Gateway REST (v1), HTTP API (v2) and function URL events.
 
+pub mod child;
 pub mod events;
 pub mod moto;
 pub mod runtime_api;

@@ -8,11 +8,10 @@
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+use crate::child::{OutputLines, clean_command, free_port, spawn_drained};
 
 /// Region moto is addressed in; also what [`MotoServer::aws_env`] gives the functions.
 pub const REGION: &str = "us-east-1";
@@ -28,7 +27,7 @@ pub struct MotoServer {
     child: Child,
     port: u16,
     recording: PathBuf,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: OutputLines,
     http: reqwest::Client,
 }
 
@@ -58,39 +57,18 @@ impl MotoServer {
     }
 
     async fn start_once(executable: &Path) -> Result<MotoServer, String> {
-        let port = free_port();
+        let port = free_port()?;
         let recording = std::env::temp_dir().join(format!(
             "jit-guard-moto-{}.jsonl",
             uuid::Uuid::new_v4().simple()
         ));
 
-        let mut command = Command::new(executable);
-        command.env_clear();
-        for kept in ["PATH", "HOME"] {
-            if let Some(value) = std::env::var_os(kept) {
-                command.env(kept, value);
-            }
-        }
+        let mut command = clean_command(executable);
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .env("MOTO_ENABLE_RECORDING", "true")
-            .env("MOTO_RECORDER_FILEPATH", &recording)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|error| format!("cannot run {}: {error}", executable.display()))?;
-
-        // The pipes are drained all the time: an unread full pipe would block moto.
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(collect_lines(stdout, logs.clone()));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(collect_lines(stderr, logs.clone()));
-        }
+            .env("MOTO_RECORDER_FILEPATH", &recording);
+        let (child, logs) = spawn_drained(&mut command, executable)?;
 
         let mut server = MotoServer {
             child,
@@ -271,7 +249,7 @@ impl MotoServer {
 
     /// Returns every line moto_server printed so far (its request log among them).
     pub fn log_lines(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
+        self.logs.lines()
     }
 }
 
@@ -320,30 +298,6 @@ fn moto_server_path() -> PathBuf {
 }
 
 /// Asks the OS for a port that is free on 127.0.0.1 at the moment of the call.
-fn free_port() -> u16 {
-    let probe =
-        std::net::TcpListener::bind(("127.0.0.1", 0)).expect("binding 127.0.0.1 port 0 works");
-    probe
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port()
-}
-
-async fn collect_lines(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<Vec<String>>>) {
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-                logs.lock().unwrap().push(text);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -143,13 +143,7 @@ impl FunctionProcess {
         let region = vars["AWS_REGION"].clone();
         let function_arn = format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{function_name}");
 
-        let mut command = Command::new(binary);
-        command.env_clear();
-        for kept in ["PATH", "HOME"] {
-            if let Some(value) = std::env::var_os(kept) {
-                command.env(kept, value);
-            }
-        }
+        let mut command = crate::child::clean_command(binary);
         command
             .envs(&vars)
             .stdin(Stdio::null())
