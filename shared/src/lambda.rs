@@ -88,9 +88,15 @@ pub async fn build_app() -> Result<(App<SupabaseClient>, Config), InitError> {
     let clients_us = clients_started.elapsed().as_micros() as u64;
 
     let token_read = async {
-        // A failed or cut-off read is logged, and the first request reads again.
-        if tokio::time::timeout(TOKEN_READ_LIMIT, supabase.tokens().token()).await.is_err() {
-            tracing::warn!(limit_ms = TOKEN_READ_LIMIT.as_millis() as u64, "the token read took too long for init; the first request reads it");
+        // A failed or cut-off read leaves the cache empty, so the first request reads again.
+        match tokio::time::timeout(TOKEN_READ_LIMIT, supabase.tokens().token()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "reading the token during init failed; the first request reads it again");
+            }
+            Err(_) => {
+                tracing::warn!(limit_ms = TOKEN_READ_LIMIT.as_millis() as u64, "the token read took too long for init; the first request reads it");
+            }
         }
         Instant::now()
     };

@@ -65,6 +65,30 @@ fn operations() -> Vec<Operation> {
     ]
 }
 
+/// Returns the operations that `BENCHMARK_FUNCTIONS` names (a comma-separated
+/// list of function names), or all of them when it is not set.
+fn selected_operations() -> Vec<Operation> {
+    let all = operations();
+    let Ok(names) = std::env::var("BENCHMARK_FUNCTIONS") else {
+        return all;
+    };
+    let names: Vec<&str> = names.split(',').map(str::trim).filter(|name| !name.is_empty()).collect();
+    let known: Vec<&str> = all.iter().map(|operation| operation.function).collect();
+    if let Some(unknown) = names.iter().find(|name| !known.contains(name)) {
+        exit_with(&format!("BENCHMARK_FUNCTIONS names {unknown:?}; the benchmark measures {}", known.join(", ")));
+    }
+    if names.is_empty() {
+        exit_with(&format!("BENCHMARK_FUNCTIONS is empty; name one or more of {}", known.join(", ")));
+    }
+    all.into_iter().filter(|operation| names.contains(&operation.function)).collect()
+}
+
+/// Prints `message` and ends the benchmark with status 2, before anything has started.
+fn exit_with(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(2)
+}
+
 /// Percentile of sorted samples, nearest rank.
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let rank = ((sorted.len() as f64) * fraction).ceil() as usize;
@@ -354,7 +378,13 @@ async fn cold_start(
 
 #[tokio::main]
 async fn main() {
-    let iterations = std::env::var("BENCHMARK_ITERATIONS").ok().and_then(|value| value.parse().ok()).unwrap_or(DEFAULT_ITERATIONS);
+    let iterations = match std::env::var("BENCHMARK_ITERATIONS") {
+        Err(_) => DEFAULT_ITERATIONS,
+        Ok(value) => match value.trim().parse::<usize>() {
+            Ok(iterations) if iterations > 0 => iterations,
+            _ => exit_with(&format!("BENCHMARK_ITERATIONS={value:?} is not a positive whole number")),
+        },
+    };
     if std::env::var_os("BENCHMARK_IN_PROCESS_ONLY").is_some() {
         // Only the in-process Cedar figures: no processes, servers or builds of other binaries.
         let (policy_load, decision) = in_process_figures();
@@ -381,11 +411,11 @@ async fn main() {
     env.push(("SUPABASE_TOKEN_SECRET_ID".into(), secret_arn));
 
     let mut figures = Vec::new();
-    // BENCHMARK_FUNCTIONS=get-project,update-jit-access measures only those.
-    let only = std::env::var("BENCHMARK_FUNCTIONS").ok();
-    let selected = operations().into_iter().filter(|operation| {
-        only.as_deref().is_none_or(|names| names.split(',').any(|name| name.trim() == operation.function))
-    });
+    let selected = selected_operations();
+    let profile = std::env::var("JIT_GUARD_PROFILE").unwrap_or_else(|_| "debug".to_owned());
+    if profile != "release" {
+        eprintln!("JIT_GUARD_PROFILE is {profile:?}: the function binaries measured are not the release builds");
+    }
     for operation in selected {
         eprintln!("measuring {} ...", operation.function);
         let binary = function_binary(operation.function);
