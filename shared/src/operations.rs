@@ -333,7 +333,6 @@ impl<M: ManagementApi> App<M> {
         Verdict { allowed, policy_ids, denials }
     }
 
-    /// Decides a request that is one Cedar request.
     /// Decides one request on a typed context. The context is not checked
     /// against the schema on each call; each context builder is checked by a
     /// unit test instead, as for [`Guard::decide_each`].
@@ -668,13 +667,10 @@ mod tests {
         assert_eq!(checked, 16);
     }
 
-    /// Single decisions skip the per-request schema check too, so each of
-    /// their context builders is checked against its action's context type.
-    #[test]
-    fn single_decision_contexts_match_the_schema() {
-        let guard = Guard::from_defaults().unwrap();
+    /// Returns each single-decision action with a context its operation builds.
+    fn single_decision_contexts() -> Vec<(Action, Facts)> {
         let role = RoleName::parse("role", "jit_readonly").unwrap();
-        let contexts = [
+        vec![
             (Action::ListOrganizationMembers, Facts::new()),
             (Action::ListProjects, Facts::new()),
             (Action::GetProject, Facts::new()),
@@ -684,22 +680,43 @@ mod tests {
             (Action::RevokeJitAccess, user_context(USER)),
             (Action::RevokeJitRole, user_role_context(USER, "jit_readonly", None)),
             (Action::SweepJitAccess, user_role_context(USER, "jit_readonly", Some("expired"))),
-        ];
-        for (action, context) in &contexts {
+        ]
+    }
+
+    /// Single decisions skip the per-request schema check too, so each of
+    /// their context builders is checked against its action's context type.
+    #[test]
+    fn single_decision_contexts_match_the_schema() {
+        let guard = Guard::from_defaults().unwrap();
+        for (action, context) in &single_decision_contexts() {
             assert_eq!(guard.check_context(*action, context), Ok(()), "{action} {context:?}");
         }
-        // The typed path, which evaluates only the policies scoped to the
-        // action, decides as the schema-checked JSON path does: with the
-        // shipped policies, and with policies scoped to any action.
+
+        // A missing attribute is caught, so the check above can fail.
+        assert!(guard.check_context(Action::SweepJitAccess, &user_role_context(USER, "jit_readonly", None)).is_err());
+    }
+
+    /// The typed path, which evaluates only the policies scoped to the
+    /// action, decides as the schema-checked JSON path does: with the shipped
+    /// policies, and with policies scoped to any action.
+    #[test]
+    fn single_decisions_match_the_json_path() {
         let extra = format!(
             "{}\n{}",
             crate::policy::DEFAULT_POLICIES,
             r#"@id("any-forbid") forbid (principal, action, resource) when { context has role && context.role == "jit_readonly" };
             @id("any-permit") permit (principal, action, resource) when { context has user_id };"#
         );
+        let shipped = Guard::from_defaults().unwrap();
         let extended = Guard::from_sources("schema", crate::policy::DEFAULT_SCHEMA, "policies", &extra).unwrap();
-        for guard in [&guard, &extended] {
-            for (action, context) in &contexts {
+        let sorted = |mut decision: Decision| {
+            decision.policy_ids.sort();
+            decision.reasons.sort();
+            decision
+        };
+
+        for guard in [&shipped, &extended] {
+            for (action, context) in &single_decision_contexts() {
                 let resource = match action {
                     Action::ListOrganizationMembers => Resource::Organization("acme"),
                     Action::ListProjects => Resource::Account,
@@ -708,16 +725,10 @@ mod tests {
                 let entities = guard.entities(None);
                 let typed = guard.decide_each("caller", *action, resource, std::slice::from_ref(context), &entities);
                 let json = guard.decide("caller", *action, resource, crate::policy::facts_to_json(context), &entities);
-                let sorted = |mut decision: Decision| {
-                    decision.policy_ids.sort();
-                    decision.reasons.sort();
-                    decision
-                };
+                assert_eq!(typed.len(), 1, "{action}");
                 assert_eq!(sorted(typed[0].clone()), sorted(json), "{action} {context:?}");
             }
         }
-        // A missing attribute is caught, so the check above can fail.
-        assert!(guard.check_context(Action::SweepJitAccess, &user_role_context(USER, "jit_readonly", None)).is_err());
     }
 
     fn fixed_now() -> DateTime<Utc> {

@@ -324,8 +324,8 @@ pub enum PolicyLoadError {
 /// The loaded policy set with its schema, ready to decide requests.
 pub struct Guard {
     policies: PolicySet,
-    /// The policy groups of each action, in the order of [`Action::ALL`].
-    groups: Vec<Vec<Group>>,
+    /// Each action with its policy groups.
+    groups: Vec<(Action, Vec<Group>)>,
     /// The `@reason` annotation of each policy, by policy id.
     reasons: HashMap<String, String>,
     schema: Schema,
@@ -425,8 +425,9 @@ impl Guard {
         let groups = Action::ALL
             .iter()
             .map(|action| {
-                let action = action.uid();
-                group_policies(policies.policies().filter(|policy| scope_includes(policy, &action, &action_entities)))
+                let uid = action.uid();
+                let applying = policies.policies().filter(|policy| scope_includes(policy, &uid, &action_entities));
+                (*action, group_policies(applying))
             })
             .collect();
         let reasons = policies
@@ -523,10 +524,10 @@ impl Guard {
         self.reasons.get(policy_id).map_or("no @reason annotation", String::as_str).to_owned()
     }
 
-    /// Returns the policy groups of `action`.
+    /// Returns the policy groups of `action`. Every action has an entry, and
+    /// an action without one would get no permit, so a deny.
     fn groups_of(&self, action: Action) -> &[Group] {
-        let index = Action::ALL.iter().position(|known| *known == action).unwrap_or(0);
-        self.groups.get(index).map_or(&[], Vec::as_slice)
+        self.groups.iter().find(|(known, _)| *known == action).map_or(&[], |(_, groups)| groups.as_slice())
     }
 
     /// Number of policies in the set.

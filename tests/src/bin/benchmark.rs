@@ -27,7 +27,7 @@ const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
 const WARMUP: usize = 20;
 const DEFAULT_ITERATIONS: usize = 1000;
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Cold starts per function; the median is reported, and the slowest beside it.
+/// Cold starts per function. The median is reported, with the slowest beside it.
 const COLD_STARTS: usize = 5;
 
 /// One operation to measure: the function, its request, and whether it needs a fresh mapping first.
@@ -294,7 +294,7 @@ fn machine() -> String {
 /// One operation's figures.
 struct Figures {
     function: &'static str,
-    /// The median cold start.
+    /// The cold start with the median time without network.
     cold: ColdStart,
     /// The slowest cold start, without network.
     worst_cold: Duration,
@@ -311,15 +311,11 @@ struct Figures {
 }
 
 /// One cold start: spawn to first response, and the function's init log.
-#[derive(Clone)]
 struct ColdStart {
     /// Spawn to first response.
     total: Duration,
     /// The upstream calls the first response waited for.
     upstream_calls: u32,
-    /// `total` minus the upstream calls, each counted as the direct call's
-    /// median (one round trip with the added latency); set once that is known.
-    elapsed: Duration,
     init_us: u64,
     config_us: u64,
     policy_us: u64,
@@ -331,10 +327,16 @@ struct ColdStart {
 }
 
 impl ColdStart {
-    /// Returns the cold start without its network calls: the upstream calls are out
-    /// of `elapsed` already, and this also takes out the wait for the secret read.
-    fn without_network(&self) -> Duration {
-        self.elapsed.saturating_sub(Duration::from_micros(self.token_wait_us))
+    /// Returns the time to first response minus the upstream calls, each
+    /// counted as `round_trip`: one direct call with the added latency.
+    fn elapsed(&self, round_trip: Duration) -> Duration {
+        self.total.saturating_sub(round_trip * self.upstream_calls)
+    }
+
+    /// Returns the cold start without its network calls: the upstream calls
+    /// and the wait for the secret read.
+    fn without_network(&self, round_trip: Duration) -> Duration {
+        self.elapsed(round_trip).saturating_sub(Duration::from_micros(self.token_wait_us))
     }
 }
 
@@ -365,7 +367,6 @@ async fn cold_start(
     let cold = ColdStart {
         total: first_total,
         upstream_calls,
-        elapsed: Duration::ZERO,
         init_us: field("init complete", "init_us"),
         config_us: field("init complete", "config_us"),
         policy_us: field("init complete", "policy_us"),
@@ -396,6 +397,11 @@ async fn main() {
         );
         return;
     }
+    let selected = selected_operations();
+    let profile = std::env::var("JIT_GUARD_PROFILE").unwrap_or_else(|_| "debug".to_owned());
+    if profile != "release" {
+        eprintln!("JIT_GUARD_PROFILE is {profile:?}: the function binaries measured are not the release builds");
+    }
     let moto = MotoServer::start().await;
     let secret_arn = moto.create_secret("jit-guard/benchmark-token", TOKEN).await;
     let stand_in = StandIn::start(TOKEN).await;
@@ -411,11 +417,6 @@ async fn main() {
     env.push(("SUPABASE_TOKEN_SECRET_ID".into(), secret_arn));
 
     let mut figures = Vec::new();
-    let selected = selected_operations();
-    let profile = std::env::var("JIT_GUARD_PROFILE").unwrap_or_else(|_| "debug".to_owned());
-    if profile != "release" {
-        eprintln!("JIT_GUARD_PROFILE is {profile:?}: the function binaries measured are not the release builds");
-    }
     for operation in selected {
         eprintln!("measuring {} ...", operation.function);
         let binary = function_binary(operation.function);
@@ -465,12 +466,10 @@ async fn main() {
         through_function.sort();
         direct.sort();
 
-        for cold in &mut colds {
-            cold.elapsed = cold.total.saturating_sub(percentile(&direct, 0.5) * cold.upstream_calls);
-        }
-        colds.sort_by_key(ColdStart::without_network);
-        let cold = colds[colds.len() / 2].clone();
-        let worst_cold = colds.last().expect("at least one cold start").without_network();
+        let round_trip = percentile(&direct, 0.5);
+        colds.sort_by_key(|cold| cold.without_network(round_trip));
+        let worst_cold = colds.last().expect("at least one cold start").without_network(round_trip);
+        let cold = colds.swap_remove(colds.len() / 2);
 
         let metadata = std::fs::metadata(&binary).expect("binary metadata");
         figures.push(Figures {
@@ -531,8 +530,8 @@ fn print_report(
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {:.3} | {:.3} | {} | {:.1} | {:.1} | {:.2} | {} |",
             figure.function,
-            ms(figure.cold.elapsed),
-            ms(figure.cold.without_network()),
+            ms(figure.cold.elapsed(figure.direct_p50)),
+            ms(figure.cold.without_network(figure.direct_p50)),
             ms(figure.worst_cold),
             figure.cold.init_us,
             figure.cold.config_us,
@@ -572,7 +571,7 @@ fn print_report(
     let worst = |value: fn(&Figures) -> f64| figures.iter().map(value).fold(f64::MIN, f64::max);
     let p50 = worst(|figure| figure.function_p50.as_secs_f64() / figure.direct_p50.as_secs_f64());
     let p99 = worst(|figure| figure.function_p99.as_secs_f64() / figure.direct_p99.as_secs_f64());
-    let cold = worst(|figure| figure.cold.without_network().as_secs_f64() * 1000.0);
+    let cold = worst(|figure| figure.cold.without_network(figure.direct_p50).as_secs_f64() * 1000.0);
     let rss = worst(|figure| figure.peak_rss_kib as f64 / 1024.0);
     let zipped = worst(|figure| figure.zipped_bytes as f64 / 1_048_576.0);
     let reads = figures.iter().map(|figure| figure.secret_reads_warm).max().unwrap_or(0);
