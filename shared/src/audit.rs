@@ -2,8 +2,6 @@
 //! deny, dry-run or not, written after the upstream call so it carries the
 //! outcome. It contains ids and the normalized request, never the token.
 
-use std::io::Write;
-
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -64,12 +62,12 @@ impl AuditRecord {
 
     /// Writes the record as one line on stdout, where Lambda sends it to CloudWatch Logs.
     pub fn emit(&self) {
-        let Ok(line) = serde_json::to_string(self) else {
+        let Ok(mut line) = serde_json::to_vec(self) else {
             tracing::error!(action = self.action, "audit record could not be serialized");
             return;
         };
-        let mut stdout = std::io::stdout().lock();
-        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        line.push(b'\n');
+        if crate::logs::write_lines(&line).is_err() {
             tracing::error!(action = self.action, "audit record could not be written");
         }
     }

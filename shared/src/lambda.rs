@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use lambda_http::service_fn;
 use tokio::sync::oneshot;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
+use tracing_subscriber::prelude::*;
 
 use crate::config::{Config, ConfigError, TokenSource};
+use crate::logs::LogWriter;
 use crate::operations::App;
 use crate::policy::{Action, Guard, PolicyLoadError};
 use crate::supabase::{ClientSettings, SupabaseClient};
@@ -36,15 +39,22 @@ pub fn init_tracing() {
         .to_lowercase();
     // Lambda's own levels include FATAL, which is an error here.
     let level = if level == "fatal" { "error".to_owned() } else { level };
-    let filter = level.parse::<tracing_subscriber::filter::LevelFilter>().unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    tracing_subscriber::fmt()
+    let level = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
+    // Spans are never printed (no current span, no span list), so they are
+    // turned off: lambda_runtime opens one per invocation, and recording it
+    // would format its fields into a string on every call.
+    // The answer is cached per call site, and the hint lets disabled levels
+    // skip even that lookup.
+    let filter = filter_fn(move |metadata| metadata.is_event() && *metadata.level() <= level).with_max_level_hint(level);
+    let logs = tracing_subscriber::fmt::layer()
         .json()
-        .with_max_level(filter)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)
         .without_time()
-        .init();
+        .with_writer(LogWriter)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(logs).init();
 }
 
 /// How long init waits for the token read. During an outage the SDK's
@@ -169,5 +179,10 @@ pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
     };
     // The app lives as long as the process, so a leaked reference spares an Arc per call.
     let app: &'static App<SupabaseClient> = Box::leak(Box::new(app));
-    lambda_http::run(service_fn(move |request| async move { Ok::<_, Infallible>(app.handle(action, request).await) })).await
+    lambda_http::run(service_fn(move |request| async move {
+        // The invocation's log lines go out in one write as it ends.
+        let _logs = crate::logs::batch();
+        Ok::<_, Infallible>(app.handle(action, request).await)
+    }))
+    .await
 }

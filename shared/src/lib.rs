@@ -12,6 +12,7 @@
 //! - [`policy`]: the Cedar schema and policies, and decisions.
 //! - [`facts`]: project and membership lookups for decisions, cached per container.
 //! - [`audit`]: the audit record of every decision.
+//! - [`logs`]: log lines on stdout, one write per invocation.
 //! - [`signature`]: verification of Persona's signed requests.
 //! - [`token`]: the access token from Secrets Manager, cached and refreshed.
 //! - [`supabase`]: the Management API port and its reqwest adapter.
@@ -28,6 +29,7 @@ pub mod facts;
 pub mod json;
 pub mod lambda;
 pub mod lifecycle;
+pub mod logs;
 pub mod operations;
 pub mod policy;
 pub mod request;

@@ -231,7 +231,10 @@ enum Attempt {
 /// The Supabase Management API over HTTPS.
 pub struct SupabaseClient {
     http: reqwest::Client,
-    base_url: String,
+    /// Parsed once: each call only sets the path, instead of parsing a whole URL.
+    base_url: Url,
+    /// The base URL's path without its trailing slash, put before each call's path.
+    base_path: String,
     tokens: TokenProvider,
     request_timeout: Duration,
     max_retries: u32,
@@ -247,10 +250,12 @@ impl SupabaseClient {
             .redirect(reqwest::redirect::Policy::none())
             .tls_certs_only(crate::tls::reqwest_roots())
             .build()?;
-        let base_url = settings.base_url.as_str().trim_end_matches('/').to_owned();
+        let base_url = settings.base_url.clone();
+        let base_path = base_url.path().trim_end_matches('/').to_owned();
         Ok(Self {
             http,
             base_url,
+            base_path,
             tokens,
             request_timeout: settings.request_timeout,
             max_retries: settings.max_retries,
@@ -337,9 +342,11 @@ impl SupabaseClient {
             None => self.request_timeout,
         };
         let started = Instant::now();
+        let mut url = self.base_url.clone();
+        url.set_path(&format!("{}{path}", self.base_path));
         let mut request = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base_url))
+            .request(method.clone(), url)
             .bearer_auth(token.expose())
             .timeout(timeout);
         if let Some(body) = body {
