@@ -302,8 +302,13 @@ struct Figures {
     function_p99: Duration,
     direct_p50: Duration,
     direct_p99: Duration,
+    /// The forwarding function's warm latency for the same upstream call.
+    forward_p50: Duration,
+    forward_p99: Duration,
     /// The function process's CPU time per warm invocation.
     cpu_per_invocation: Duration,
+    /// The forwarding function's CPU time per warm invocation.
+    forward_cpu_per_invocation: Duration,
     peak_rss_kib: u64,
     stripped_bytes: u64,
     zipped_bytes: u64,
@@ -416,6 +421,11 @@ async fn main() {
     env.push(("SUPABASE_API_URL".into(), base.clone()));
     env.push(("SUPABASE_TOKEN_SECRET_ID".into(), secret_arn));
 
+    // The forwarding floor: the same stack with nothing but the upstream call.
+    let forward_env = [("FORWARD_UPSTREAM_URL".to_owned(), base.clone()), ("FORWARD_TOKEN".to_owned(), TOKEN.to_owned())];
+    let forward = FunctionProcess::spawn(&function_binary("forward-function"), &forward_env).await.expect("spawn forward-function");
+    forward.set_settle_logs(false);
+
     let mut figures = Vec::new();
     for operation in selected {
         eprintln!("measuring {} ...", operation.function);
@@ -432,18 +442,25 @@ async fn main() {
         }
         let process = process.expect("at least one cold start");
 
-        // Warm: the function and the direct call alternate, so both see the same machine load.
+        // Warm: the function, the direct call and the forwarding function
+        // alternate, so all three see the same machine load.
         for _ in 0..WARMUP {
             if operation.restore_mapping {
                 restore_mapping(&setup_client, &base).await;
             }
             process.invoke(event(&operation), INVOKE_TIMEOUT).await;
             direct_call(&client, &base, &operation).await;
+            if operation.restore_mapping {
+                restore_mapping(&setup_client, &base).await;
+            }
+            forward.invoke(event(&operation), INVOKE_TIMEOUT).await;
         }
         let reads_before = moto.get_secret_value_count();
         let cpu_before = cpu_time(process.pid());
+        let forward_cpu_before = cpu_time(forward.pid());
         let mut through_function = Vec::with_capacity(iterations);
         let mut direct = Vec::with_capacity(iterations);
+        let mut forwarded = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             if operation.restore_mapping {
                 restore_mapping(&setup_client, &base).await;
@@ -460,11 +477,21 @@ async fn main() {
             let status = direct_call(&client, &base, &operation).await;
             assert!(status < 300, "direct {} answered {status}", operation.function);
             direct.push(started.elapsed());
+
+            if operation.restore_mapping {
+                restore_mapping(&setup_client, &base).await;
+            }
+            let invocation = forward.invoke(event(&operation), INVOKE_TIMEOUT).await;
+            let status = status_of(&invocation.outcome);
+            assert!(status < 300, "forwarding {} answered {status}", operation.function);
+            forwarded.push(invocation.elapsed);
         }
         let secret_reads_warm = moto.get_secret_value_count() - reads_before;
         let cpu_per_invocation = cpu_time(process.pid()).saturating_sub(cpu_before) / iterations as u32;
+        let forward_cpu_per_invocation = cpu_time(forward.pid()).saturating_sub(forward_cpu_before) / iterations as u32;
         through_function.sort();
         direct.sort();
+        forwarded.sort();
 
         let round_trip = percentile(&direct, 0.5);
         colds.sort_by_key(|cold| cold.without_network(round_trip));
@@ -480,7 +507,10 @@ async fn main() {
             function_p99: percentile(&through_function, 0.99),
             direct_p50: percentile(&direct, 0.5),
             direct_p99: percentile(&direct, 0.99),
+            forward_p50: percentile(&forwarded, 0.5),
+            forward_p99: percentile(&forwarded, 0.99),
             cpu_per_invocation,
+            forward_cpu_per_invocation,
             peak_rss_kib: process.peak_rss_kib().unwrap_or(0),
             stripped_bytes: metadata.len(),
             zipped_bytes: zipped_size(&binary),
@@ -522,13 +552,13 @@ fn print_report(
     println!();
     println!("Cold starts are the median of {COLD_STARTS} per function; the init columns belong to that median start.");
     println!();
-    println!("| function | cold start ms | without network ms | slowest without network ms | init µs | config µs | policy load µs | clients µs | secret read µs | token wait µs | p50 ms (direct) | p99 ms (direct) | p50 ratio | p99 ratio | CPU µs per warm call | peak RSS MiB | stripped MiB | zipped MiB | Secrets Manager calls per {iterations} warm |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| function | cold start ms | without network ms | slowest without network ms | init µs | config µs | policy load µs | clients µs | secret read µs | token wait µs | p50 ms (direct) | p99 ms (direct) | p50 ratio | p99 ratio | peak RSS MiB | stripped MiB | zipped MiB | Secrets Manager calls per {iterations} warm |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for figure in figures {
         let p50_ratio = figure.function_p50.as_secs_f64() / figure.direct_p50.as_secs_f64();
         let p99_ratio = figure.function_p99.as_secs_f64() / figure.direct_p99.as_secs_f64();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {:.3} | {:.3} | {} | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {:.3} | {:.3} | {:.1} | {:.1} | {:.2} | {} |",
             figure.function,
             ms(figure.cold.elapsed(figure.direct_p50)),
             ms(figure.cold.without_network(figure.direct_p50)),
@@ -545,11 +575,29 @@ fn print_report(
             ms(figure.direct_p99),
             p50_ratio,
             p99_ratio,
-            figure.cpu_per_invocation.as_micros(),
             figure.peak_rss_kib as f64 / 1024.0,
             figure.stripped_bytes as f64 / 1_048_576.0,
             figure.zipped_bytes as f64 / 1_048_576.0,
             figure.secret_reads_warm,
+        );
+    }
+    println!();
+    println!("Warm figures beside the forwarding floor: `forward-function`, on the same stack (lambda_http, reqwest, a current-thread runtime), sends the same upstream call with no validation, policy or log line. What the guard adds is the function's p50 minus the floor's.");
+    println!();
+    println!("| function | p50 ratio | floor p50 ratio | guard adds at p50 µs | p99 ratio | floor p99 ratio | CPU µs per warm call | floor CPU µs per warm call |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for figure in figures {
+        let ratio = |numerator: Duration, denominator: Duration| numerator.as_secs_f64() / denominator.as_secs_f64();
+        println!(
+            "| {} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {} | {} |",
+            figure.function,
+            ratio(figure.function_p50, figure.direct_p50),
+            ratio(figure.forward_p50, figure.direct_p50),
+            (figure.function_p50.as_secs_f64() - figure.forward_p50.as_secs_f64()) * 1e6,
+            ratio(figure.function_p99, figure.direct_p99),
+            ratio(figure.forward_p99, figure.direct_p99),
+            figure.cpu_per_invocation.as_micros(),
+            figure.forward_cpu_per_invocation.as_micros(),
         );
     }
     println!();
