@@ -1,15 +1,18 @@
 //! Log output on stdout, where Lambda sends it to CloudWatch Logs.
 //!
 //! During an invocation the lines are kept in a buffer and written with one
-//! `write` when the invocation ends, before its response is posted. Each
+//! `write` when the invocation ends, before its response is posted (a buffer
+//! over 64 KiB is written early). Each
 //! write to stdout's pipe wakes the process that reads it. In the benchmark,
 //! that reader took the CPU from the function about once per two lines, in
 //! the middle of the invocation. Outside an invocation (init, the sweep),
 //! lines are written at once.
 //!
-//! NOTE: the lines of an invocation that Lambda stops at its timeout are
-//! lost with it. Every Supabase call ends 300 ms before the invocation's
-//! deadline, so that the invocation can still respond, and its lines with it.
+//! NOTE: when Lambda stops an invocation at its timeout, the lines not yet
+//! written are lost, the audit record among them. Every Supabase call ends
+//! 300 ms before the deadline so that the invocation can still respond. A
+//! Secrets Manager read during a request (an expired cached token, a
+//! rotated signing secret) is bounded only by the AWS SDK's own timeouts.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -33,7 +36,9 @@ pub fn write_lines(bytes: &[u8]) -> io::Result<()> {
         let buffer = batch.as_mut()?;
         if buffer.len() + bytes.len() > BATCH_LIMIT {
             let full = std::mem::take(buffer);
-            return Some(write_stdout(&full).and_then(|()| write_stdout(bytes)));
+            // The new line is written even when the buffer's write failed.
+            let written = write_stdout(&full);
+            return Some(written.and(write_stdout(bytes)));
         }
         buffer.extend_from_slice(bytes);
         Some(Ok(()))
@@ -69,7 +74,17 @@ pub struct Batch {
 }
 
 /// Starts keeping this thread's log lines, until the returned batch is dropped.
+///
+/// Only on a current-thread Tokio runtime, where the invocation's tasks
+/// stay on this thread. On any other runtime (or none) lines are written at
+/// once. lambda_http's `run` handles one invocation at a time, so a batch
+/// contains one invocation's lines.
 pub fn batch() -> Batch {
+    let current_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    if !current_thread {
+        return Batch { owner: false };
+    }
     BATCH.with(|batch| {
         let mut batch = batch.borrow_mut();
         if batch.is_some() {
@@ -135,8 +150,17 @@ mod tests {
         assert_eq!(writes(), [b"init\n".to_vec()]);
     }
 
-    #[test]
-    fn batch_writes_its_lines_once_at_the_end() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn batch_on_multi_thread_runtime_writes_at_once() {
+        let batch = batch();
+        write_lines(b"moved task\n").unwrap();
+        assert_eq!(writes(), [b"moved task\n".to_vec()]);
+        drop(batch);
+        assert!(writes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn batch_writes_its_lines_once_at_the_end() {
         let batch = batch();
         write_lines(b"first\n").unwrap();
         write_lines(b"second\n").unwrap();
@@ -145,8 +169,8 @@ mod tests {
         assert_eq!(writes(), [b"first\nsecond\n".to_vec()]);
     }
 
-    #[test]
-    fn inner_batch_leaves_writing_to_outer() {
+    #[tokio::test]
+    async fn inner_batch_leaves_writing_to_outer() {
         let outer = batch();
         write_lines(b"one\n").unwrap();
         drop(batch());
@@ -156,8 +180,8 @@ mod tests {
         assert_eq!(writes(), [b"one\ntwo\n".to_vec()]);
     }
 
-    #[test]
-    fn full_batch_is_written_early() {
+    #[tokio::test]
+    async fn full_batch_is_written_early() {
         let batch = batch();
         let long = vec![b'x'; BATCH_LIMIT - 1];
         write_lines(&long).unwrap();
@@ -168,8 +192,8 @@ mod tests {
         assert_eq!(writes(), [b"after\n".to_vec()]);
     }
 
-    #[test]
-    fn batch_is_written_when_a_panic_unwinds() {
+    #[tokio::test]
+    async fn batch_is_written_when_a_panic_unwinds() {
         let unwound = std::panic::catch_unwind(|| {
             let _batch = batch();
             write_lines(b"before the panic\n").unwrap();
@@ -179,8 +203,8 @@ mod tests {
         assert_eq!(writes(), [b"before the panic\n".to_vec()]);
     }
 
-    #[test]
-    fn tracing_events_go_through_the_batch() {
+    #[tokio::test]
+    async fn tracing_events_go_through_the_batch() {
         let subscriber = tracing_subscriber::fmt().json().with_writer(LogWriter).without_time().finish();
         let batch = batch();
         tracing::subscriber::with_default(subscriber, || tracing::info!(decision = "allow", "access decision"));

@@ -582,7 +582,7 @@ fn print_report(
         );
     }
     println!();
-    println!("Warm figures beside the forwarding floor: `forward-function`, on the same stack (lambda_http, reqwest, a current-thread runtime), sends the same upstream call with no validation, policy or log line. What the guard adds is the function's p50 minus the floor's.");
+    println!("Warm figures beside the forwarding floor: `forward-function`, on the functions' runtime and libraries (a current-thread runtime, lambda_http, reqwest, mimalloc), sends the same upstream call with no validation, policy, logging or timeouts. What the guard adds is the function's p50 minus the floor's.");
     println!();
     println!("| function | p50 ratio | floor p50 ratio | guard adds at p50 µs | p99 ratio | floor p99 ratio | CPU µs per warm call | floor CPU µs per warm call |");
     println!("|---|---|---|---|---|---|---|---|");
