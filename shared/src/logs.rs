@@ -9,10 +9,9 @@
 //! lines are written at once.
 //!
 //! NOTE: when Lambda stops an invocation at its timeout, the lines not yet
-//! written are lost, the audit record among them. Every Supabase call ends
-//! 300 ms before the deadline so that the invocation can still respond. A
-//! Secrets Manager read during a request (an expired cached token, a
-//! rotated signing secret) is bounded only by the AWS SDK's own timeouts.
+//! written are lost, the audit record among them. Every Supabase call and
+//! Secrets Manager read ends 300 ms before the deadline so that the
+//! invocation can still respond, and write its lines.
 
 use std::cell::RefCell;
 use std::io::{self, Write};

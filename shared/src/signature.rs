@@ -94,7 +94,7 @@ impl SignatureVerifier {
     /// Reads the secrets: a bare string, or JSON with `signing_secret` or a `signing_secrets` list.
     async fn read_secrets(&self) -> Result<Vec<Vec<u8>>, VerifyError> {
         let secret_id = self.secret_id.clone();
-        let text = self.store.secret_string(&self.secret_id).await.map_err(|failure| {
+        let text = crate::token::read_secret_string(self.store.as_ref(), &self.secret_id).await.map_err(|failure| {
             VerifyError::Secret(TokenError::SecretStore { secret_id: secret_id.clone(), failure })
         })?;
         let invalid = |reason| VerifyError::Secret(TokenError::InvalidSecret { secret_id: secret_id.clone(), reason });

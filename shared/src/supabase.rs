@@ -211,8 +211,9 @@ tokio::task_local! {
     pub static DEADLINE: Instant;
 }
 
-/// Time left for Supabase calls in this invocation, after the response margin.
-fn remaining() -> Option<Duration> {
+/// Time left for outside calls (Supabase, Secrets Manager) in this
+/// invocation, after the response margin; `None` outside an invocation.
+pub(crate) fn remaining() -> Option<Duration> {
     DEADLINE.try_with(|deadline| deadline.saturating_duration_since(Instant::now()).saturating_sub(RESPONSE_MARGIN)).ok()
 }
 

@@ -51,6 +51,8 @@ pub enum SecretStoreFailure {
     Unreachable,
     /// The secret exists but contains binary data or no current version.
     NoSecretString,
+    /// The read did not finish within the invocation's remaining time.
+    TimedOut,
     Other,
 }
 
@@ -77,6 +79,9 @@ impl TokenError {
                     SecretStoreFailure::Throttled => "Secrets Manager throttled the request; retry shortly",
                     SecretStoreFailure::Unreachable => "Secrets Manager could not be reached; retry shortly",
                     SecretStoreFailure::NoSecretString => "it has no SecretString; store the token as a string",
+                    SecretStoreFailure::TimedOut => {
+                        "Secrets Manager did not answer within the invocation's remaining time; retry shortly"
+                    }
                     SecretStoreFailure::Other => "Secrets Manager returned an error; see the function's log",
                 };
                 format!("The secret {secret_id} could not be read: {fix}.")
@@ -95,6 +100,17 @@ pub type SecretFuture<'a> = Pin<Box<dyn Future<Output = Result<String, SecretSto
 pub trait SecretStore: Send + Sync {
     /// Reads the current `SecretString` of `secret_id`.
     fn secret_string<'a>(&'a self, secret_id: &'a str) -> SecretFuture<'a>;
+}
+
+/// Reads `secret_id` from `store`, giving up when the invocation has no time
+/// left, as a Supabase call does, so that the invocation can still respond.
+/// Outside an invocation (init) only the store's own timeouts apply.
+pub(crate) async fn read_secret_string(store: &dyn SecretStore, secret_id: &str) -> Result<String, SecretStoreFailure> {
+    let read = store.secret_string(secret_id);
+    match crate::supabase::remaining() {
+        Some(left) => tokio::time::timeout(left, read).await.unwrap_or(Err(SecretStoreFailure::TimedOut)),
+        None => read.await,
+    }
 }
 
 /// AWS Secrets Manager through the AWS SDK, configured from the standard
@@ -225,8 +241,7 @@ impl TokenProvider {
 
 async fn read_token(store: &dyn SecretStore, secret_id: &str) -> Result<AccessToken, TokenError> {
     let started = std::time::Instant::now();
-    let secret = store
-        .secret_string(secret_id)
+    let secret = read_secret_string(store, secret_id)
         .await
         .map_err(|failure| TokenError::SecretStore { secret_id: secret_id.to_owned(), failure })?;
     tracing::info!(secret_id = %secret_id, elapsed_us = started.elapsed().as_micros() as u64, "token secret read");
@@ -267,6 +282,33 @@ mod tests {
         assert_eq!(provider.token().await.unwrap().expose(), "sbp_one", "outage keeps the cached token");
         assert_eq!(provider.token().await.unwrap().expose(), "sbp_two", "next read replaces it");
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    /// A store whose reads never finish in time.
+    struct HangingStore;
+
+    impl SecretStore for HangingStore {
+        fn secret_string<'a>(&'a self, _secret_id: &'a str) -> SecretFuture<'a> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok("sbp_late".to_owned())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_read_stops_at_the_deadline() {
+        let provider = TokenProvider::secret("jit/token".into(), Box::new(HangingStore), Duration::from_secs(900));
+        // 350 ms to the deadline leaves 50 ms after the response margin.
+        let deadline = Instant::now() + Duration::from_millis(350);
+        let started = Instant::now();
+        let result = crate::supabase::DEADLINE.scope(deadline, provider.token()).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "the read was not cut off: {:?}", started.elapsed());
+        let Err(TokenError::SecretStore { secret_id, failure }) = result else {
+            panic!("expected a timed-out read, got {result:?}");
+        };
+        assert_eq!(secret_id, "jit/token");
+        assert_eq!(failure, SecretStoreFailure::TimedOut);
     }
 
     #[test]
