@@ -43,8 +43,8 @@ pub fn init_tracing() {
     // Spans are never printed (no current span, no span list), so they are
     // turned off: lambda_runtime opens one per invocation, and recording it
     // would format its fields into a string on every call.
-    // The answer is cached per call site, and the hint lets disabled levels
-    // skip even that lookup.
+    // The filter's result is cached per call site, and the hint lets
+    // disabled levels skip even that lookup.
     let filter = filter_fn(move |metadata| metadata.is_event() && *metadata.level() <= level).with_max_level_hint(level);
     let logs = tracing_subscriber::fmt::layer()
         .json()

@@ -129,6 +129,25 @@ async fn direct_call(client: &reqwest::Client, base: &str, operation: &Operation
     status
 }
 
+/// Puts the mapping back when the operation needs it, invokes `process` once,
+/// checks that it succeeded, and returns how long the invocation took.
+/// `label` goes before the function name in the failure message.
+async fn timed_invocation(
+    process: &FunctionProcess,
+    operation: &Operation,
+    setup_client: &reqwest::Client,
+    base: &str,
+    label: &str,
+) -> Duration {
+    if operation.restore_mapping {
+        restore_mapping(setup_client, base).await;
+    }
+    let invocation = process.invoke(event(operation), INVOKE_TIMEOUT).await;
+    let status = status_of(&invocation.outcome);
+    assert!(status < 300, "{label}{} responded with {status}", operation.function);
+    invocation.elapsed
+}
+
 /// Puts bob's mapping back so that each revoke removes a real mapping.
 async fn restore_mapping(client: &reqwest::Client, base: &str) {
     let body = json!({ "user_id": BOB, "roles": [{ "role": "jit_readonly", "expires_at": 4102444800i64 }] });
@@ -421,7 +440,7 @@ async fn main() {
     env.push(("SUPABASE_API_URL".into(), base.clone()));
     env.push(("SUPABASE_TOKEN_SECRET_ID".into(), secret_arn));
 
-    // The forwarding floor: the same stack with nothing but the upstream call.
+    // The forwarding floor: the functions' runtime and libraries with nothing but the upstream call.
     let forward_env = [("FORWARD_UPSTREAM_URL".to_owned(), base.clone()), ("FORWARD_TOKEN".to_owned(), TOKEN.to_owned())];
     let forward = FunctionProcess::spawn(&function_binary("forward-function"), &forward_env).await.expect("spawn forward-function");
     forward.set_settle_logs(false);
@@ -445,15 +464,9 @@ async fn main() {
         // Warm: the function, the direct call and the forwarding function
         // alternate, so all three see the same machine load.
         for _ in 0..WARMUP {
-            if operation.restore_mapping {
-                restore_mapping(&setup_client, &base).await;
-            }
-            process.invoke(event(&operation), INVOKE_TIMEOUT).await;
+            timed_invocation(&process, &operation, &setup_client, &base, "").await;
             direct_call(&client, &base, &operation).await;
-            if operation.restore_mapping {
-                restore_mapping(&setup_client, &base).await;
-            }
-            forward.invoke(event(&operation), INVOKE_TIMEOUT).await;
+            timed_invocation(&forward, &operation, &setup_client, &base, "forwarding ").await;
         }
         let reads_before = moto.get_secret_value_count();
         let cpu_before = cpu_time(process.pid());
@@ -462,13 +475,7 @@ async fn main() {
         let mut direct = Vec::with_capacity(iterations);
         let mut forwarded = Vec::with_capacity(iterations);
         for _ in 0..iterations {
-            if operation.restore_mapping {
-                restore_mapping(&setup_client, &base).await;
-            }
-            let invocation = process.invoke(event(&operation), INVOKE_TIMEOUT).await;
-            let status = status_of(&invocation.outcome);
-            assert!(status < 300, "{} answered {status}", operation.function);
-            through_function.push(invocation.elapsed);
+            through_function.push(timed_invocation(&process, &operation, &setup_client, &base, "").await);
 
             if operation.restore_mapping {
                 restore_mapping(&setup_client, &base).await;
@@ -478,13 +485,7 @@ async fn main() {
             assert!(status < 300, "direct {} answered {status}", operation.function);
             direct.push(started.elapsed());
 
-            if operation.restore_mapping {
-                restore_mapping(&setup_client, &base).await;
-            }
-            let invocation = forward.invoke(event(&operation), INVOKE_TIMEOUT).await;
-            let status = status_of(&invocation.outcome);
-            assert!(status < 300, "forwarding {} answered {status}", operation.function);
-            forwarded.push(invocation.elapsed);
+            forwarded.push(timed_invocation(&forward, &operation, &setup_client, &base, "forwarding ").await);
         }
         let secret_reads_warm = moto.get_secret_value_count() - reads_before;
         let cpu_per_invocation = cpu_time(process.pid()).saturating_sub(cpu_before) / iterations as u32;
