@@ -34,6 +34,7 @@ pub mod operations;
 pub mod policy;
 pub mod request;
 pub mod signature;
+mod source_line;
 pub mod supabase;
 pub mod sweep;
 pub mod tls;

@@ -23,11 +23,25 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::facts::ProjectFacts;
+use crate::source_line::{line_of, line_of_diagnostic, message_with_help};
 
 /// Default schema, compiled in.
 pub(crate) const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 /// Default policies, compiled in.
 pub(crate) const DEFAULT_POLICIES: &str = include_str!("../../policies/policies.cedar");
+/// The default schema in Cedar's JSON schema format, converted by the build script.
+const DEFAULT_SCHEMA_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/schema.cedarschema.json"));
+/// The default policies in Cedar's JSON policy set format, converted by the build script.
+const DEFAULT_POLICIES_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/policies.cedar.json"));
+
+/// The files a policy set was loaded from, for error messages and its hash.
+#[derive(Clone, Copy)]
+struct Sources<'a> {
+    schema_file: &'a str,
+    schema_text: &'a str,
+    policies_file: &'a str,
+    policies_text: &'a str,
+}
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 pub const POLICIES_FILE: &str = "policies.cedar";
@@ -345,13 +359,32 @@ impl fmt::Debug for Guard {
 
 impl Guard {
     /// Loads the compiled-in default schema and policies.
+    ///
+    /// They are compiled in as Cedar's JSON forms, which the build script
+    /// converts from the text files: Cedar's text parsers build their
+    /// lexer's state machine again on every parse, which made up more than
+    /// half of a cold start's policy load. The JSON forms carry no source
+    /// positions, so when they fail to load or validate, the text files are
+    /// loaded instead for an error that names the file and line.
     pub fn from_defaults() -> Result<Self, PolicyLoadError> {
-        Self::from_sources(
-            &format!("policies/{SCHEMA_FILE}"),
-            DEFAULT_SCHEMA,
-            &format!("policies/{POLICIES_FILE}"),
-            DEFAULT_POLICIES,
-        )
+        Self::from_compiled_forms().or_else(|_| {
+            Self::from_sources(&format!("policies/{SCHEMA_FILE}"), DEFAULT_SCHEMA, &format!("policies/{POLICIES_FILE}"), DEFAULT_POLICIES)
+        })
+    }
+
+    /// Loads the JSON forms of the default schema and policies.
+    fn from_compiled_forms() -> Result<Self, PolicyLoadError> {
+        let schema_file = format!("policies/{SCHEMA_FILE} (compiled in as JSON)");
+        let policies_file = format!("policies/{POLICIES_FILE} (compiled in as JSON)");
+        let schema = Schema::from_json_str(DEFAULT_SCHEMA_JSON).map_err(|error| invalid(&schema_file, "", &error))?;
+        let parsed = PolicySet::from_json_str(DEFAULT_POLICIES_JSON).map_err(|error| invalid(&policies_file, "", &error))?;
+        let source = Sources {
+            schema_file: &schema_file,
+            schema_text: DEFAULT_SCHEMA,
+            policies_file: &policies_file,
+            policies_text: DEFAULT_POLICIES,
+        };
+        Self::from_parsed(&source, schema, &parsed)
     }
 
     /// Loads `schema.cedarschema` and `policies.cedar` from `directory`.
@@ -377,8 +410,13 @@ impl Guard {
     ) -> Result<Self, PolicyLoadError> {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
             .map_err(|error| invalid(schema_file, schema_text, &error))?;
-
         let parsed = PolicySet::from_str(policies_text).map_err(|error| invalid(policies_file, policies_text, &error))?;
+        Self::from_parsed(&Sources { schema_file, schema_text, policies_file, policies_text }, schema, &parsed)
+    }
+
+    /// Validates parsed policies against `schema` and sorts them for decisions.
+    fn from_parsed(source: &Sources<'_>, schema: Schema, parsed: &PolicySet) -> Result<Self, PolicyLoadError> {
+        let Sources { schema_file, schema_text, policies_file, policies_text } = *source;
         if parsed.templates().next().is_some() {
             return Err(PolicyLoadError::Invalid {
                 file: policies_file.to_owned(),
@@ -817,33 +855,14 @@ fn annotation<'a>(policy: &'a Policy, key: &str) -> Option<&'a str> {
 }
 
 fn invalid<E: Diagnostic + fmt::Display + ?Sized>(file: &str, text: &str, error: &E) -> PolicyLoadError {
-    let offset = first_label_offset(error);
-    let mut message = error.to_string();
-    if let Some(help) = error.help() {
-        message.push_str("; ");
-        message.push_str(&help.to_string());
-    }
-    PolicyLoadError::Invalid { file: file.to_owned(), line: line_of(text, offset.unwrap_or(0)), message }
-}
-
-/// Finds the first source label of a diagnostic, looking into related diagnostics too.
-fn first_label_offset<E: Diagnostic + ?Sized>(error: &E) -> Option<usize> {
-    if let Some(offset) = error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset()) {
-        return Some(offset);
-    }
-    error.related().and_then(|mut related| related.find_map(|inner| first_label_offset(inner)))
-}
-
-/// Line number (1-based) of a byte offset in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&byte| byte == b'\n').count() + 1
+    PolicyLoadError::Invalid { file: file.to_owned(), line: line_of_diagnostic(text, error), message: message_with_help(error) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn guard() -> Guard {
         Guard::from_defaults().unwrap()
@@ -875,6 +894,28 @@ mod tests {
     fn defaults_load_and_validate() {
         assert_eq!(guard().policy_count(), 12);
         assert_eq!(guard().policy_set_hash().len(), 64);
+    }
+
+    #[test]
+    fn compiled_in_forms_match_the_text_files() {
+        let compiled = Guard::from_compiled_forms().expect("the build script's JSON forms load and validate");
+        let text = Guard::from_sources("schema", DEFAULT_SCHEMA, "policies", DEFAULT_POLICIES).unwrap();
+        let policies = |guard: &Guard| -> BTreeMap<String, Value> {
+            guard.policies.policies().map(|policy| (policy.id().to_string(), policy.to_json().unwrap())).collect()
+        };
+        assert_eq!(policies(&compiled), policies(&text));
+        assert_eq!(compiled.reasons, text.reasons);
+        assert_eq!(compiled.policy_set_hash(), text.policy_set_hash());
+        assert_eq!(*compiled.action_entities, *text.action_entities);
+        let groups = |guard: &Guard, action: Action| -> Vec<BTreeSet<String>> {
+            let ids = |group: &Group| group.policies.policies().map(|policy| policy.id().to_string()).collect();
+            guard.groups_of(action).iter().map(ids).collect()
+        };
+        for action in Action::ALL {
+            assert_eq!(groups(&compiled, action), groups(&text, action), "{action}");
+        }
+        let entity_types = |guard: &Guard| -> BTreeSet<String> { guard.schema.entity_types().map(ToString::to_string).collect() };
+        assert_eq!(entity_types(&compiled), entity_types(&text));
     }
 
     #[test]
