@@ -361,11 +361,11 @@ impl Guard {
     /// Loads the compiled-in default schema and policies.
     ///
     /// They are compiled in as Cedar's JSON forms, which the build script
-    /// converts from the text files: Cedar's text parsers build their
-    /// lexer's state machine again on every parse, which made up more than
-    /// half of a cold start's policy load. The JSON forms carry no source
-    /// positions, so when they fail to load or validate, the text files are
-    /// loaded instead for an error that names the file and line.
+    /// converts from the text files. Cedar's text parsers build their lexer's
+    /// state machine again on every parse, which made up more than half of a
+    /// cold start's policy load. The JSON forms carry no source positions, so
+    /// when they fail to load or validate, the text files are loaded instead,
+    /// for an error that names the file and line.
     pub fn from_defaults() -> Result<Self, PolicyLoadError> {
         Self::from_compiled_forms().or_else(|_| {
             Self::from_sources(&format!("policies/{SCHEMA_FILE}"), DEFAULT_SCHEMA, &format!("policies/{POLICIES_FILE}"), DEFAULT_POLICIES)
@@ -459,12 +459,19 @@ impl Guard {
             message: error.to_string(),
         })?;
         // Each action keeps only the policies whose action scope includes it:
-        // the others can neither be satisfied nor fail for its requests.
+        // the others can neither be satisfied nor fail for its requests. The
+        // kept copies have no action scope, because it holds for every
+        // request of that action, and Cedar would look the action's groups up
+        // in the entity store again for each policy it evaluates.
+        let unscoped: Vec<(&Policy, Policy)> = policies.policies().map(|policy| (policy, without_action_scope(policy))).collect();
         let groups = Action::ALL
             .iter()
             .map(|action| {
                 let uid = action.uid();
-                let applying = policies.policies().filter(|policy| scope_includes(policy, &uid, &action_entities));
+                let applying = unscoped
+                    .iter()
+                    .filter(|(policy, _)| scope_includes(policy, &uid, &action_entities))
+                    .map(|(_, copy)| copy);
                 (*action, group_policies(applying))
             })
             .collect();
@@ -821,6 +828,30 @@ fn scope_includes(policy: &Policy, action: &EntityUid, action_entities: &Entitie
     }
 }
 
+/// Returns a copy of `policy` whose action scope is any action. Only the
+/// groups of an action that the original scope includes may hold the copy:
+/// for their requests, both decide the same.
+fn without_action_scope(policy: &Policy) -> Policy {
+    use cedar_policy_core::ast::{ActionConstraint as Scope, StaticPolicy};
+
+    let ast: &cedar_policy_core::ast::Policy = policy.as_ref();
+    if !ast.is_static() || !matches!(ast.action_constraint(), Scope::In(_) | Scope::Eq(_)) {
+        return policy.clone();
+    }
+    let copy = StaticPolicy::new(
+        ast.id().clone(),
+        ast.loc().cloned(),
+        ast.annotations_arc().as_ref().clone(),
+        ast.effect(),
+        ast.principal_constraint(),
+        Scope::any(),
+        ast.resource_constraint(),
+        ast.non_scope_constraints().cloned(),
+    );
+    // A static policy has no slots, so its copy is a valid static policy too.
+    copy.map_or_else(|_| policy.clone(), Policy::from)
+}
+
 /// Finds the context attributes a policy reads: every `context.name` and
 /// `context has name`. Any other use of `context` reads all of it. The walk
 /// goes over the policy's parsed form, so nothing is parsed again.
@@ -897,7 +928,7 @@ mod tests {
     }
 
     #[test]
-    fn compiled_in_forms_match_the_text_files() {
+    fn compiled_forms_match_text_files() {
         let compiled = Guard::from_compiled_forms().expect("the build script's JSON forms load and validate");
         let text = Guard::from_sources("schema", DEFAULT_SCHEMA, "policies", DEFAULT_POLICIES).unwrap();
         let policies = |guard: &Guard| -> BTreeMap<String, Value> {
@@ -916,6 +947,24 @@ mod tests {
         }
         let entity_types = |guard: &Guard| -> BTreeSet<String> { guard.schema.entity_types().map(ToString::to_string).collect() };
         assert_eq!(entity_types(&compiled), entity_types(&text));
+    }
+
+    #[test]
+    fn group_copies_drop_action_scope() {
+        use cedar_policy_core::ast::ActionConstraint as Scope;
+
+        let guard = guard();
+        for action in Action::ALL {
+            for group in guard.groups_of(action) {
+                for policy in group.policies.policies() {
+                    let ast: &cedar_policy_core::ast::Policy = policy.as_ref();
+                    assert!(matches!(ast.action_constraint(), Scope::Any), "{action}: {}", policy.id());
+                    let original = guard.policies.policy(policy.id()).expect("the copy keeps the policy id");
+                    assert_eq!(policy.annotations().collect::<Vec<_>>(), original.annotations().collect::<Vec<_>>());
+                    assert_eq!(policy.effect(), original.effect());
+                }
+            }
+        }
     }
 
     #[test]
