@@ -31,8 +31,6 @@ pub(crate) const DEFAULT_SCHEMA: &str = include_str!("../../policies/schema.ceda
 pub(crate) const DEFAULT_POLICIES: &str = include_str!("../../policies/policies.cedar");
 /// The default schema in Cedar's JSON schema format, converted by the build script.
 const DEFAULT_SCHEMA_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/schema.cedarschema.json"));
-/// The default policies in Cedar's JSON policy set format, converted by the build script.
-const DEFAULT_POLICIES_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/policies.cedar.json"));
 
 /// The files a policy set was loaded from, for error messages and its hash.
 #[derive(Clone, Copy)]
@@ -360,24 +358,25 @@ impl fmt::Debug for Guard {
 impl Guard {
     /// Loads the compiled-in default schema and policies.
     ///
-    /// They are compiled in as Cedar's JSON forms, which the build script
-    /// converts from the text files. Cedar's text parsers build their lexer's
-    /// state machine again on every parse, which made up more than half of a
-    /// cold start's policy load. The JSON forms carry no source positions, so
-    /// when they fail to load or validate, the text files are loaded instead,
-    /// for an error that names the file and line.
+    /// The schema is compiled in as Cedar's JSON schema format, which the
+    /// build script converts from the text file. Cedar's text parsers build
+    /// their lexer's state machine again on every parse, and the schema's
+    /// parse made up more than half of a cold start's policy load. The JSON
+    /// form carries no source positions, so when the set fails to load or
+    /// validate, the text files are loaded instead, for an error that names
+    /// the file and line.
     pub fn from_defaults() -> Result<Self, PolicyLoadError> {
         Self::from_compiled_forms().or_else(|_| {
             Self::from_sources(&format!("policies/{SCHEMA_FILE}"), DEFAULT_SCHEMA, &format!("policies/{POLICIES_FILE}"), DEFAULT_POLICIES)
         })
     }
 
-    /// Loads the JSON forms of the default schema and policies.
+    /// Loads the JSON form of the default schema and the default policies.
     fn from_compiled_forms() -> Result<Self, PolicyLoadError> {
         let schema_file = format!("policies/{SCHEMA_FILE} (compiled in as JSON)");
-        let policies_file = format!("policies/{POLICIES_FILE} (compiled in as JSON)");
+        let policies_file = format!("policies/{POLICIES_FILE}");
         let schema = Schema::from_json_str(DEFAULT_SCHEMA_JSON).map_err(|error| invalid(&schema_file, "", &error))?;
-        let parsed = PolicySet::from_json_str(DEFAULT_POLICIES_JSON).map_err(|error| invalid(&policies_file, "", &error))?;
+        let parsed = PolicySet::from_str(DEFAULT_POLICIES).map_err(|error| invalid(&policies_file, DEFAULT_POLICIES, &error))?;
         let source = Sources {
             schema_file: &schema_file,
             schema_text: DEFAULT_SCHEMA,
