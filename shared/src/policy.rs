@@ -366,9 +366,17 @@ impl Guard {
     /// validate, the text files are loaded instead, for an error that names
     /// the file and line.
     pub fn from_defaults() -> Result<Self, PolicyLoadError> {
-        Self::from_compiled_forms().or_else(|_| {
-            Self::from_sources(&format!("policies/{SCHEMA_FILE}"), DEFAULT_SCHEMA, &format!("policies/{POLICIES_FILE}"), DEFAULT_POLICIES)
-        })
+        let compiled_error = match Self::from_compiled_forms() {
+            Ok(guard) => return Ok(guard),
+            Err(error) => error,
+        };
+        let from_text =
+            Self::from_sources(&format!("policies/{SCHEMA_FILE}"), DEFAULT_SCHEMA, &format!("policies/{POLICIES_FILE}"), DEFAULT_POLICIES);
+        if from_text.is_ok() {
+            // Both forms come from the same files, so the build script's output is wrong.
+            tracing::warn!(error = %compiled_error, "the compiled-in JSON schema failed to load, but its text loaded; rebuild the bundle");
+        }
+        from_text
     }
 
     /// Loads the JSON form of the default schema and the default policies.
@@ -643,6 +651,11 @@ impl Guard {
     /// build them from typed values, and a unit test checks each builder
     /// against the schema. A policy that reads a missing or mistyped attribute
     /// fails to evaluate, and the decision is then a deny.
+    ///
+    /// `entities` must hold the schema's actions, as every store from
+    /// [`Guard::entities`] does: the policies of each action are evaluated
+    /// without their action scope, which that action hierarchy decided once
+    /// at load.
     pub fn decide_each(
         &self,
         caller: &str,
@@ -928,7 +941,7 @@ mod tests {
 
     #[test]
     fn compiled_forms_match_text_files() {
-        let compiled = Guard::from_compiled_forms().expect("the build script's JSON forms load and validate");
+        let compiled = Guard::from_compiled_forms().expect("the build script's JSON schema loads and the policies validate");
         let text = Guard::from_sources("schema", DEFAULT_SCHEMA, "policies", DEFAULT_POLICIES).unwrap();
         let policies = |guard: &Guard| -> BTreeMap<String, Value> {
             guard.policies.policies().map(|policy| (policy.id().to_string(), policy.to_json().unwrap())).collect()
