@@ -655,7 +655,7 @@ impl Guard {
     /// `entities` must hold the schema's actions, as every store from
     /// [`Guard::entities`] does: the policies of each action are evaluated
     /// without their action scope, which that action hierarchy decided once
-    /// at load.
+    /// at load. With a store that lacks the action, every context is denied.
     pub fn decide_each(
         &self,
         caller: &str,
@@ -667,6 +667,12 @@ impl Guard {
         let principal = entity_uid("Caller", caller);
         let action_uid = action.uid();
         let resource_uid = resource.uid();
+        if entities.get(&action_uid).is_none() {
+            // Without the action's entity, the scope each copy left out could
+            // have denied where the copy allows, so every context is denied.
+            tracing::error!(action = %action, "the entity store lacks the schema's actions, denying");
+            return contexts.iter().map(|_| self.decision(false, Vec::new(), true)).collect();
+        }
         // Cedar's constructors for extension values parse the function name on
         // every call, so each distinct value is built once per decision.
         let mut expressions: FastMap<&Fact, RestrictedExpression> = FastMap::default();
@@ -977,6 +983,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn store_without_actions_denies_all() {
+        let guard = guard();
+        let contexts = vec![crate::operations::user_context("7c3e0f7a-9d4b-4e2a-8f1c-2b5d6e7f8a9b")];
+        let resource = Resource::Project("abcdefghijabcdefghij");
+        let allowed = guard.decide_each("a", Action::RevokeJitAccess, resource, &contexts, &guard.entities(None));
+        assert!(allowed[0].allowed, "{allowed:?}");
+        let denied = guard.decide_each("a", Action::RevokeJitAccess, resource, &contexts, &Entities::empty());
+        assert_eq!(denied.len(), 1);
+        assert!(!denied[0].allowed, "{denied:?}");
     }
 
     #[test]
