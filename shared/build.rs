@@ -44,14 +44,14 @@ fn main() {
 fn read(path: &Path) -> String {
     println!("cargo:rerun-if-changed={}", path.display());
     std::fs::read_to_string(path).unwrap_or_else(|error| {
-        eprintln!("error: cannot read {}: {error}", path.display());
+        eprintln!("error: failed to read {}: {error}", path.display());
         std::process::exit(1)
     })
 }
 
 fn write(path: &Path, text: &str) {
     if let Err(error) = std::fs::write(path, text) {
-        eprintln!("error: cannot write {}: {error}", path.display());
+        eprintln!("error: failed to write {}: {error}", path.display());
         std::process::exit(1)
     }
 }

@@ -362,36 +362,25 @@ impl Guard {
     /// build script converts from the text file. Cedar's text parsers build
     /// their lexer's state machine again on every parse, and the schema's
     /// parse made up more than half of a cold start's policy load. The JSON
-    /// form carries no source positions, so when the set fails to load or
-    /// validate, the text files are loaded instead, for an error that names
-    /// the file and line.
+    /// form carries no source positions, so when it fails to load, the text
+    /// files are loaded instead, for an error that names the file and line.
     pub fn from_defaults() -> Result<Self, PolicyLoadError> {
-        let compiled_error = match Self::from_compiled_forms() {
-            Ok(guard) => return Ok(guard),
-            Err(error) => error,
-        };
-        let from_text =
-            Self::from_sources(&format!("policies/{SCHEMA_FILE}"), DEFAULT_SCHEMA, &format!("policies/{POLICIES_FILE}"), DEFAULT_POLICIES);
-        if from_text.is_ok() {
-            // Both forms come from the same files, so the build script's output is wrong.
-            tracing::warn!(error = %compiled_error, "the compiled-in JSON schema failed to load, but its text loaded; rebuild the bundle");
-        }
-        from_text
-    }
-
-    /// Loads the JSON form of the default schema and the default policies.
-    fn from_compiled_forms() -> Result<Self, PolicyLoadError> {
-        let schema_file = format!("policies/{SCHEMA_FILE} (compiled in as JSON)");
+        let schema_file = format!("policies/{SCHEMA_FILE}");
         let policies_file = format!("policies/{POLICIES_FILE}");
-        let schema = Schema::from_json_str(DEFAULT_SCHEMA_JSON).map_err(|error| invalid(&schema_file, "", &error))?;
-        let parsed = PolicySet::from_str(DEFAULT_POLICIES).map_err(|error| invalid(&policies_file, DEFAULT_POLICIES, &error))?;
         let source = Sources {
             schema_file: &schema_file,
             schema_text: DEFAULT_SCHEMA,
             policies_file: &policies_file,
             policies_text: DEFAULT_POLICIES,
         };
-        Self::from_parsed(&source, schema, &parsed)
+        match Schema::from_json_str(DEFAULT_SCHEMA_JSON) {
+            Ok(schema) => Self::with_schema(&source, schema),
+            Err(error) => {
+                // Both forms come from the same file, so the build script's output is wrong.
+                tracing::warn!(error = %error, "the compiled-in JSON schema failed to load, loading its text instead; rebuild the bundle");
+                Self::from_sources(&schema_file, DEFAULT_SCHEMA, &policies_file, DEFAULT_POLICIES)
+            }
+        }
     }
 
     /// Loads `schema.cedarschema` and `policies.cedar` from `directory`.
@@ -417,13 +406,14 @@ impl Guard {
     ) -> Result<Self, PolicyLoadError> {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
             .map_err(|error| invalid(schema_file, schema_text, &error))?;
-        let parsed = PolicySet::from_str(policies_text).map_err(|error| invalid(policies_file, policies_text, &error))?;
-        Self::from_parsed(&Sources { schema_file, schema_text, policies_file, policies_text }, schema, &parsed)
+        Self::with_schema(&Sources { schema_file, schema_text, policies_file, policies_text }, schema)
     }
 
-    /// Validates parsed policies against `schema` and sorts them for decisions.
-    fn from_parsed(source: &Sources<'_>, schema: Schema, parsed: &PolicySet) -> Result<Self, PolicyLoadError> {
+    /// Parses the policies, strictly validates them against `schema` and
+    /// sorts them for decisions.
+    fn with_schema(source: &Sources<'_>, schema: Schema) -> Result<Self, PolicyLoadError> {
         let Sources { schema_file, schema_text, policies_file, policies_text } = *source;
+        let parsed = PolicySet::from_str(policies_text).map_err(|error| invalid(policies_file, policies_text, &error))?;
         if parsed.templates().next().is_some() {
             return Err(PolicyLoadError::Invalid {
                 file: policies_file.to_owned(),
@@ -467,9 +457,9 @@ impl Guard {
         })?;
         // Each action keeps only the policies whose action scope includes it:
         // the others can neither be satisfied nor fail for its requests. The
-        // kept copies have no action scope, because it holds for every
-        // request of that action, and Cedar would look the action's groups up
-        // in the entity store again for each policy it evaluates.
+        // kept copies have no action scope, since it is true for every request
+        // of that action. Cedar would otherwise look up the action's groups in
+        // the entity store for each policy it evaluates.
         let unscoped: Vec<(&Policy, Policy)> = policies.policies().map(|policy| (policy, without_action_scope(policy))).collect();
         let groups = Action::ALL
             .iter()
@@ -947,7 +937,14 @@ mod tests {
 
     #[test]
     fn compiled_forms_match_text_files() {
-        let compiled = Guard::from_compiled_forms().expect("the build script's JSON schema loads and the policies validate");
+        let schema = Schema::from_json_str(DEFAULT_SCHEMA_JSON).expect("the build script's JSON schema loads");
+        let source = Sources {
+            schema_file: "schema",
+            schema_text: DEFAULT_SCHEMA,
+            policies_file: "policies",
+            policies_text: DEFAULT_POLICIES,
+        };
+        let compiled = Guard::with_schema(&source, schema).expect("the policies validate against the JSON schema");
         let text = Guard::from_sources("schema", DEFAULT_SCHEMA, "policies", DEFAULT_POLICIES).unwrap();
         let policies = |guard: &Guard| -> BTreeMap<String, Value> {
             guard.policies.policies().map(|policy| (policy.id().to_string(), policy.to_json().unwrap())).collect()

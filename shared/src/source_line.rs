@@ -1,5 +1,5 @@
 //! Source lines of Cedar diagnostics, for the crate and for its build
-//! script, which converts the default policies.
+//! script, which converts the default schema and checks the policies.
 
 use miette::Diagnostic;
 
