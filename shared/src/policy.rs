@@ -252,6 +252,16 @@ enum Reads {
 struct Group {
     reads: Reads,
     policies: PolicySet,
+    /// Each policy's whole condition (scope and body), built once at load.
+    /// Cedar's authorizer builds it again on every evaluation.
+    conditions: Vec<Condition>,
+}
+
+/// One policy of a group, as [`Guard::decide_each`] evaluates it.
+struct Condition {
+    id: String,
+    forbid: bool,
+    expression: cedar_policy_core::ast::Expr,
 }
 
 /// Outcome of one group on one reading: its satisfied forbids or its
@@ -637,6 +647,11 @@ impl Guard {
     /// and 6 networks is 24 contexts, and a policy that reads only `role` is
     /// then evaluated 4 times, not 24.
     ///
+    /// Each policy's condition is built once at load and run by Cedar's
+    /// evaluator. Cedar's authorizer would build every condition again and
+    /// collect the results in maps on each call. The property test in
+    /// `shared/tests/decision_properties.rs` compares the two paths.
+    ///
     /// The contexts are not checked against the schema here: the callers
     /// build them from typed values, and a unit test checks each builder
     /// against the schema. A policy that reads a missing or mistyped attribute
@@ -663,9 +678,10 @@ impl Guard {
             tracing::error!(action = %action, "the entity store lacks the schema's actions, denying");
             return contexts.iter().map(|_| self.decision(false, Vec::new(), true)).collect();
         }
-        // Cedar's constructors for extension values parse the function name on
-        // every call, so each distinct value is built once per decision.
-        let mut expressions: FastMap<&Fact, RestrictedExpression> = FastMap::default();
+        // Each distinct value is built and evaluated once per decision: Cedar's
+        // constructors for extension values parse the function name, and the
+        // extension functions parse their text, on every call.
+        let mut values: FastMap<&Fact, CedarValue> = FastMap::default();
         // Per group: each distinct reading with what the group did, an index
         // of them, and the last one used. Consecutive contexts often read the
         // same (the pairs of one role), which a comparison finds without hashing.
@@ -705,8 +721,8 @@ impl Guard {
                     _ => match indexes[index].get(&reading) {
                         Some(slot) => *slot,
                         None => {
-                            let request = self.request(&principal, &action_uid, &resource_uid, &reading, &mut expressions);
-                            let outcome = evaluate(&self.authorizer, group, &request, entities);
+                            let request = request(&principal, &action_uid, &resource_uid, &reading, &mut values);
+                            let outcome = evaluate(group, request, entities);
                             results[index].push((reading.clone(), outcome));
                             indexes[index].insert(reading.clone(), results[index].len() - 1);
                             results[index].len() - 1
@@ -736,53 +752,85 @@ impl Guard {
         }
         decisions
     }
-
-    /// Builds the request of one reading, without checking it against the schema.
-    fn request<'a>(
-        &self,
-        principal: &EntityUid,
-        action: &EntityUid,
-        resource: &EntityUid,
-        reading: &Reading<'a>,
-        expressions: &mut FastMap<&'a Fact, RestrictedExpression>,
-    ) -> Result<Request, String> {
-        let mut pairs = Vec::with_capacity(reading.len());
-        for (name, fact) in reading {
-            let expression = match expressions.get(*fact) {
-                Some(expression) => expression.clone(),
-                None => {
-                    let expression = fact.to_expression()?;
-                    expressions.insert(*fact, expression.clone());
-                    expression
-                }
-            };
-            pairs.push(((*name).to_owned(), expression));
-        }
-        let context = Context::from_pairs(pairs).map_err(|error| error.to_string())?;
-        Request::new(principal.clone(), action.clone(), resource.clone(), context, None).map_err(|error| error.to_string())
-    }
 }
 
-/// Evaluates one group on one request.
-fn evaluate(authorizer: &Authorizer, group: &Group, request: &Result<Request, String>, entities: &Entities) -> Outcome {
-    match request {
-        Ok(request) => {
-            let response = authorizer.is_authorized(request, &group.policies, entities);
-            let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
-            if !errors.is_empty() {
-                tracing::error!(errors = ?errors, "policy evaluation failed");
+/// A context attribute's value in Cedar's evaluator.
+type CedarValue = cedar_policy_core::ast::Value;
+
+/// Builds the request of one reading, without checking it against the schema.
+fn request<'a>(
+    principal: &EntityUid,
+    action: &EntityUid,
+    resource: &EntityUid,
+    reading: &Reading<'a>,
+    values: &mut FastMap<&'a Fact, CedarValue>,
+) -> Result<cedar_policy_core::ast::Request, String> {
+    use cedar_policy_core::ast::{Context as CoreContext, EntityUIDEntry, Request as CoreRequest};
+    use cedar_policy_core::evaluator::RestrictedEvaluator;
+    use cedar_policy_core::extensions::Extensions;
+
+    let mut attributes = std::collections::BTreeMap::new();
+    for (name, fact) in reading {
+        let value = match values.get(*fact) {
+            Some(value) => value.clone(),
+            None => {
+                let expression = fact.to_expression()?;
+                let value = RestrictedEvaluator::new(Extensions::all_available())
+                    .interpret(expression.as_ref().as_borrowed())
+                    .map_err(|error| error.to_string())?;
+                values.insert(*fact, value.clone());
+                value
             }
-            let satisfied: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
-            let failed = !errors.is_empty();
-            match response.decision() {
-                CedarDecision::Allow => Outcome { forbids: Vec::new(), permits: satisfied, failed },
-                CedarDecision::Deny => Outcome { forbids: satisfied, permits: Vec::new(), failed },
-            }
-        }
+        };
+        attributes.insert((*name).into(), value);
+    }
+    let known = |uid: &EntityUid| EntityUIDEntry::known(uid.as_ref().clone(), None);
+    Ok(CoreRequest::new_unchecked(
+        known(principal),
+        known(action),
+        known(resource),
+        Some(CoreContext::Value(Arc::new(attributes))),
+    ))
+}
+
+/// Evaluates one group on one request, with Cedar's rule for one policy set:
+/// the satisfied forbids when there are any, else the satisfied permits. A
+/// policy that fails to evaluate is left out, as Cedar's authorizer does, and
+/// marks the outcome failed.
+fn evaluate(group: &Group, request: Result<cedar_policy_core::ast::Request, String>, entities: &Entities) -> Outcome {
+    use cedar_policy_core::ast::{Literal, SlotEnv, ValueKind};
+    use cedar_policy_core::evaluator::Evaluator;
+    use cedar_policy_core::extensions::Extensions;
+
+    let request = match request {
+        Ok(request) => request,
         Err(error) => {
             tracing::error!(error = %error, "building the policy request failed");
-            Outcome { forbids: Vec::new(), permits: Vec::new(), failed: true }
+            return Outcome { forbids: Vec::new(), permits: Vec::new(), failed: true };
         }
+    };
+    let evaluator = Evaluator::new(request, entities.as_ref(), Extensions::all_available());
+    // Static policies have no slots.
+    let slots = SlotEnv::new();
+    let (mut forbids, mut permits, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for condition in &group.conditions {
+        match evaluator.interpret(&condition.expression, &slots).map(|value| value.value) {
+            Ok(ValueKind::Lit(Literal::Bool(true))) if condition.forbid => forbids.push(condition.id.clone()),
+            Ok(ValueKind::Lit(Literal::Bool(true))) => permits.push(condition.id.clone()),
+            Ok(ValueKind::Lit(Literal::Bool(false))) => {}
+            // Strict validation makes every condition a boolean, so anything else is a failure.
+            Ok(other) => errors.push(format!("policy `{}` evaluated to {other}, not a boolean", condition.id)),
+            Err(error) => errors.push(format!("error while evaluating policy `{}`: {error}", condition.id)),
+        }
+    }
+    let failed = !errors.is_empty();
+    if failed {
+        tracing::error!(errors = ?errors, "policy evaluation failed");
+    }
+    if forbids.is_empty() {
+        Outcome { forbids, permits, failed }
+    } else {
+        Outcome { forbids, permits: Vec::new(), failed }
     }
 }
 
@@ -807,7 +855,7 @@ fn group_policies<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Group> 
         let index = match groups.iter().position(|(d, _)| *d == dimensions) {
             Some(index) => index,
             None => {
-                let empty = Group { reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new() };
+                let empty = Group { reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new(), conditions: Vec::new() };
                 groups.push((dimensions, empty));
                 groups.len() - 1
             }
@@ -819,6 +867,12 @@ fn group_policies<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Group> 
         };
         // The ids are unique in `policies`, so they are unique in each group.
         group.policies.add(policy.clone()).expect("policy ids are unique");
+        let ast: &cedar_policy_core::ast::Policy = policy.as_ref();
+        group.conditions.push(Condition {
+            id: policy.id().to_string(),
+            forbid: ast.effect() == cedar_policy_core::ast::Effect::Forbid,
+            expression: ast.condition(),
+        });
     }
     groups.into_iter().map(|(_, group)| group).collect()
 }
