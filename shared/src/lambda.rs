@@ -179,10 +179,59 @@ pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
     };
     // The app lives as long as the process, so a leaked reference spares an Arc per call.
     let app: &'static App<SupabaseClient> = Box::leak(Box::new(app));
-    lambda_http::run(service_fn(move |request| async move {
-        // The invocation's log lines go out in one write as it ends.
-        let _logs = crate::logs::batch();
+    let handler = lambda_http::Adapter::from(service_fn(move |request| async move {
         Ok::<_, Infallible>(app.handle(action, request).await)
-    }))
-    .await
+    }));
+    // The same as lambda_http::run, plus an outer layer that ends after the response is posted.
+    lambda_runtime::Runtime::new(handler)
+        .layer(lambda_runtime::layers::TracingLayer::new())
+        .layer(BatchLogsLayer)
+        .run()
+        .await
+}
+
+/// Keeps each invocation's log lines until its response has been posted to
+/// the Runtime API, then writes them with one `write`. Each write to
+/// stdout's pipe wakes the process that reads it, and that reader can take
+/// the CPU from the function. After the response, the write no longer
+/// delays the caller. A runtime ends an invocation with its next
+/// `GET .../invocation/next` (Lambda's runtime API documentation), which
+/// lambda_runtime sends after this layer returns, so Lambda does not
+/// freeze the environment before the write.
+struct BatchLogsLayer;
+
+impl<S> lambda_runtime::tower::Layer<S> for BatchLogsLayer {
+    type Service = BatchLogs<S>;
+
+    fn layer(&self, inner: S) -> BatchLogs<S> {
+        BatchLogs(inner)
+    }
+}
+
+struct BatchLogs<S>(S);
+
+impl<S> lambda_runtime::Service<lambda_runtime::LambdaInvocation> for BatchLogs<S>
+where
+    S: lambda_runtime::Service<lambda_runtime::LambdaInvocation, Response = ()>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<(), S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(context)
+    }
+
+    fn call(&mut self, invocation: lambda_runtime::LambdaInvocation) -> Self::Future {
+        // Opened before the inner service starts, and written when the
+        // future ends: after the response is posted, or when it is dropped.
+        let logs = crate::logs::batch();
+        let posted = self.0.call(invocation);
+        Box::pin(async move {
+            let result = posted.await;
+            drop(logs);
+            result
+        })
+    }
 }

@@ -1,7 +1,7 @@
 //! Log output on stdout, where Lambda sends it to CloudWatch Logs.
 //!
 //! During an invocation the lines are kept in a buffer and written with one
-//! `write` when the invocation ends, before its response is posted (a buffer
+//! `write` once its response has been posted to the Runtime API (a buffer
 //! over 64 KiB is written early). Each
 //! write to stdout's pipe wakes the process that reads it. In the benchmark,
 //! that reader took the CPU from the function about once per two lines, in
