@@ -182,7 +182,8 @@ pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
     let handler = lambda_http::Adapter::from(service_fn(move |request| async move {
         Ok::<_, Infallible>(app.handle(action, request).await)
     }));
-    // The same as lambda_http::run, plus an outer layer that ends after the response is posted.
+    // The same as lambda_http::run (lambda_http 1.3, lambda_runtime 1.5), plus
+    // an outer layer whose future ends after the response is posted.
     lambda_runtime::Runtime::new(handler)
         .layer(lambda_runtime::layers::TracingLayer::new())
         .layer(BatchLogsLayer)
@@ -194,10 +195,11 @@ pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
 /// the Runtime API, then writes them with one `write`. Each write to
 /// stdout's pipe wakes the process that reads it, and that reader can take
 /// the CPU from the function. After the response, the write no longer
-/// delays the caller. A runtime ends an invocation with its next
-/// `GET .../invocation/next` (Lambda's runtime API documentation), which
-/// lambda_runtime sends after this layer returns, so Lambda does not
-/// freeze the environment before the write.
+/// delays the caller. It still counts toward the invocation's duration and
+/// timeout. Lambda's execution environment documentation says the runtime
+/// marks an invocation complete by requesting the next event, and that
+/// Lambda freezes the environment only after that. lambda_runtime sends
+/// that request after this layer's future completes, so the write comes first.
 struct BatchLogsLayer;
 
 impl<S> lambda_runtime::tower::Layer<S> for BatchLogsLayer {
@@ -224,8 +226,8 @@ where
     }
 
     fn call(&mut self, invocation: lambda_runtime::LambdaInvocation) -> Self::Future {
-        // Opened before the inner service starts, and written when the
-        // future ends: after the response is posted, or when it is dropped.
+        // The batch opens before the inner service starts. Its lines are written
+        // when the future completes (after the response is posted) or is dropped.
         let logs = crate::logs::batch();
         let posted = self.0.call(invocation);
         Box::pin(async move {

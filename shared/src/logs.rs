@@ -2,8 +2,8 @@
 //!
 //! During an invocation the lines are kept in a buffer and written with one
 //! `write` once its response has been posted to the Runtime API (a buffer
-//! over 64 KiB is written early). Each
-//! write to stdout's pipe wakes the process that reads it. In the benchmark,
+//! over 64 KiB is written early). Each write to stdout's pipe wakes the
+//! process that reads it. In the benchmark,
 //! that reader took the CPU from the function about once per two lines, in
 //! the middle of the invocation. Outside an invocation (init, the sweep),
 //! lines are written at once.
@@ -76,8 +76,8 @@ pub struct Batch {
 ///
 /// Only on a current-thread Tokio runtime, where the invocation's tasks
 /// stay on this thread. On any other runtime (or none) lines are written at
-/// once. lambda_http's `run` handles one invocation at a time, so a batch
-/// contains one invocation's lines.
+/// once. lambda_runtime's `Runtime::run` (1.5) handles one invocation at a
+/// time, so a batch contains one invocation's lines.
 pub fn batch() -> Batch {
     let current_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);

@@ -243,18 +243,20 @@ enum Reads {
     Everything,
 }
 
-/// Policies that read the same kind of context attributes, as one policy
-/// set, so that a decision over many contexts evaluates them once per
-/// distinct reading. From one evaluation Cedar reports either every
-/// satisfied forbid (a deny) or every satisfied permit (an allow). When it
-/// reports forbids, the satisfied permits are unknown, but the decision of
-/// the context is then a deny, which no permit changes.
+/// Policies that read the same kind of context attributes, so that a
+/// decision over many contexts evaluates them once per distinct reading.
+/// One evaluation of a group gives every satisfied forbid (a deny) or else
+/// every satisfied permit (an allow). When it gives forbids, the satisfied
+/// permits are not collected, but the decision of the context is then a
+/// deny, which no permit changes.
 struct Group {
     reads: Reads,
-    policies: PolicySet,
     /// Each policy's whole condition (scope and body), built once at load.
     /// Cedar's authorizer builds it again on every evaluation.
     conditions: Vec<Condition>,
+    /// The same policies, for the unit tests that inspect the copies.
+    #[cfg(test)]
+    policies: PolicySet,
 }
 
 /// One policy of a group, as [`Guard::decide_each`] evaluates it.
@@ -678,9 +680,9 @@ impl Guard {
             tracing::error!(action = %action, "the entity store lacks the schema's actions, denying");
             return contexts.iter().map(|_| self.decision(false, Vec::new(), true)).collect();
         }
-        // Each distinct value is built and evaluated once per decision: Cedar's
-        // constructors for extension values parse the function name, and the
-        // extension functions parse their text, on every call.
+        // Each distinct value is built and evaluated once per decision, because
+        // Cedar's constructors for extension values parse the function name and
+        // the extension functions parse their text on every call.
         let mut values: FastMap<&Fact, CedarValue> = FastMap::default();
         // Per group: each distinct reading with what the group did, an index
         // of them, and the last one used. Consecutive contexts often read the
@@ -810,7 +812,7 @@ fn evaluate(group: &Group, request: Result<cedar_policy_core::ast::Request, Stri
         }
     };
     let evaluator = Evaluator::new(request, entities.as_ref(), Extensions::all_available());
-    // Static policies have no slots.
+    // The guard rejects templates at load, so no condition has a slot to fill.
     let slots = SlotEnv::new();
     let (mut forbids, mut permits, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for condition in &group.conditions {
@@ -818,7 +820,7 @@ fn evaluate(group: &Group, request: Result<cedar_policy_core::ast::Request, Stri
             Ok(ValueKind::Lit(Literal::Bool(true))) if condition.forbid => forbids.push(condition.id.clone()),
             Ok(ValueKind::Lit(Literal::Bool(true))) => permits.push(condition.id.clone()),
             Ok(ValueKind::Lit(Literal::Bool(false))) => {}
-            // Strict validation makes every condition a boolean, so anything else is a failure.
+            // A condition is an `&&` chain, which gives a boolean or an error. Anything else denies.
             Ok(other) => errors.push(format!("policy `{}` evaluated to {other}, not a boolean", condition.id)),
             Err(error) => errors.push(format!("error while evaluating policy `{}`: {error}", condition.id)),
         }
@@ -855,7 +857,12 @@ fn group_policies<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Group> 
         let index = match groups.iter().position(|(d, _)| *d == dimensions) {
             Some(index) => index,
             None => {
-                let empty = Group { reads: Reads::Attributes(BTreeSet::new()), policies: PolicySet::new(), conditions: Vec::new() };
+                let empty = Group {
+                    reads: Reads::Attributes(BTreeSet::new()),
+                    conditions: Vec::new(),
+                    #[cfg(test)]
+                    policies: PolicySet::new(),
+                };
                 groups.push((dimensions, empty));
                 groups.len() - 1
             }
@@ -866,6 +873,7 @@ fn group_policies<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Group> 
             _ => Reads::Everything,
         };
         // The ids are unique in `policies`, so they are unique in each group.
+        #[cfg(test)]
         group.policies.add(policy.clone()).expect("policy ids are unique");
         let ast: &cedar_policy_core::ast::Policy = policy.as_ref();
         group.conditions.push(Condition {
