@@ -237,3 +237,39 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::tests::writes;
+    use lambda_runtime::tower::{Layer as _, Service as _, service_fn};
+    use lambda_runtime::{Error, LambdaInvocation};
+
+    fn invocation() -> LambdaInvocation {
+        let (parts, ()) = http::Response::new(()).into_parts();
+        LambdaInvocation { parts, body: Default::default(), context: Default::default() }
+    }
+
+    #[tokio::test]
+    async fn batch_logs_write_after_response() {
+        // A stand-in for lambda_runtime's chain, whose future ends once the response is posted.
+        let inner = service_fn(|_: LambdaInvocation| async {
+            crate::logs::write_lines(b"access decision\n").unwrap();
+            assert!(writes().is_empty(), "a line reached stdout before the response was posted");
+            Ok::<(), Error>(())
+        });
+        BatchLogsLayer.layer(inner).call(invocation()).await.unwrap();
+        assert_eq!(writes(), [b"access decision\n".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn batch_logs_write_when_posting_fails() {
+        let inner = service_fn(|_: LambdaInvocation| async {
+            crate::logs::write_lines(b"upstream failed\n").unwrap();
+            Err::<(), Error>("the Runtime API refused the response".into())
+        });
+        let posted = BatchLogsLayer.layer(inner).call(invocation()).await;
+        assert!(posted.is_err());
+        assert_eq!(writes(), [b"upstream failed\n".to_vec()]);
+    }
+}

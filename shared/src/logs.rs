@@ -131,7 +131,7 @@ impl Write for LogWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     thread_local! {
@@ -139,7 +139,7 @@ mod tests {
     }
 
     /// Returns the writes to stdout so far on this thread, and clears them.
-    fn writes() -> Vec<Vec<u8>> {
+    pub(crate) fn writes() -> Vec<Vec<u8>> {
         WRITES.with(|writes| std::mem::take(&mut *writes.borrow_mut()))
     }
 
