@@ -13,13 +13,9 @@
 use std::time::{Duration, Instant};
 
 use jit_guard::Action;
-use jit_guard_tests::events::{self, Caller, EventSpec};
 use jit_guard_tests::stand_in::StandIn;
-use serde_json::json;
+use jit_guard_tests::workload::{self, PROJECT, TOKEN};
 
-const TOKEN: &str = "sbp_bench0f1e2d3c4b5a69788796a5b4c3d2e1f0";
-const PROJECT: &str = "abcdefghijklmnopqrst";
-const CAROL: &str = "33333333-3333-4333-8333-333333333333";
 
 /// Returns the middle of the samples (the upper middle for an even count).
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -50,28 +46,17 @@ async fn main() {
     let client = jit_guard_tests::http_client();
 
     let jit = format!("/v1/projects/{PROJECT}/database/jit");
-    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
-    let update = json!({
-        "user_id": CAROL,
-        "roles": [{ "role": "jit_readonly", "expires_at": expires_at,
-            "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] } }],
-    })
-    .to_string();
     let operations = [
         (Action::GetProject, "GET", format!("/v1/projects/{PROJECT}"), None),
         (Action::ListProjects, "GET", "/v1/projects".to_owned(), None),
-        (Action::UpdateJitAccess, "PUT", jit.clone(), Some(update)),
+        (Action::UpdateJitAccess, "PUT", jit.clone(), Some(workload::update_body())),
         (Action::ListJitAccess, "GET", format!("{jit}/list"), None),
     ];
     for (action, method, path, body) in operations {
         if only.as_deref().is_some_and(|only| only != action.to_string()) {
             continue;
         }
-        let mut spec = EventSpec::new(method, path.clone()).caller(Caller::IamUser("arn:aws:iam::123456789012:role/benchmark".into()));
-        if let Some(body) = &body {
-            spec = spec.body(body.clone()).header("content-type", "application/json");
-        }
-        let event = events::rest_v1(&spec).to_string();
+        let event = workload::rest_event(method, &path, body.as_deref()).to_string();
         let (mut handled, mut forwarded) = (Vec::new(), Vec::new());
         for round in 0..iterations + 50 {
             let started = Instant::now();

@@ -6,6 +6,7 @@
 //! - [`runtime_api`]: a Lambda Runtime API endpoint that runs a function binary.
 //! - [`moto`]: moto server (Secrets Manager emulator) started and seeded for a test.
 //! - [`events`]: API Gateway REST (v1), HTTP API (v2) and function URL events.
+//! - [`workload`]: the requests of the benchmark and the handler cost example.
 
 pub mod child;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod moto;
 pub mod runtime_api;
 pub mod spec;
 pub mod stand_in;
+pub mod workload;
 
 /// Returns a reqwest client for test traffic. The workspace builds reqwest without
 /// a built-in crypto provider (the functions install ring), so the provider

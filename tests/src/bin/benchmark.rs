@@ -11,17 +11,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jit_guard::policy::{Action, Guard, Resource};
-use jit_guard_tests::events::{self, Caller, EventSpec};
 use jit_guard_tests::moto::MotoServer;
 use jit_guard_tests::runtime_api::{FunctionProcess, Outcome, function_binary};
 use jit_guard_tests::stand_in::StandIn;
+use jit_guard_tests::workload::{self, BOB, CAROL, ORGANIZATION, PROJECT, TOKEN};
 use serde_json::{Value, json};
 
-const TOKEN: &str = "sbp_bench0f1e2d3c4b5a69788796a5b4c3d2e1f0";
-const PROJECT: &str = "abcdefghijklmnopqrst";
-const ORGANIZATION: &str = "acme-security";
-const BOB: &str = "22222222-2222-4222-8222-222222222222";
-const CAROL: &str = "33333333-3333-4333-8333-333333333333";
 /// Latency added to every stand-in response, in place of the network to Supabase.
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
 const WARMUP: usize = 20;
@@ -42,12 +37,6 @@ struct Operation {
 
 fn operations() -> Vec<Operation> {
     let jit = format!("/v1/projects/{PROJECT}/database/jit");
-    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
-    let update = json!({
-        "user_id": CAROL,
-        "roles": [{ "role": "jit_readonly", "expires_at": expires_at,
-            "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] } }],
-    });
     vec![
         Operation { function: "list-organization-members", method: "GET", path: format!("/v1/organizations/{ORGANIZATION}/members"), body: None, restore_mapping: false },
         Operation { function: "list-projects", method: "GET", path: "/v1/projects".into(), body: None, restore_mapping: false },
@@ -59,7 +48,7 @@ fn operations() -> Vec<Operation> {
             body: Some(json!({ "role": "supabase_read_only_user", "rhost": "10.1.2.3" }).to_string()),
             restore_mapping: false,
         },
-        Operation { function: "update-jit-access", method: "PUT", path: jit.clone(), body: Some(update.to_string()), restore_mapping: false },
+        Operation { function: "update-jit-access", method: "PUT", path: jit.clone(), body: Some(workload::update_body()), restore_mapping: false },
         Operation { function: "list-jit-access", method: "GET", path: format!("{jit}/list"), body: None, restore_mapping: false },
         Operation { function: "revoke-jit-access", method: "DELETE", path: format!("{jit}/{BOB}"), body: None, restore_mapping: true },
     ]
@@ -100,13 +89,7 @@ fn ms(duration: Duration) -> String {
 }
 
 fn event(operation: &Operation) -> Value {
-    let mut spec = EventSpec::new(operation.method, operation.path.clone())
-        .caller(Caller::IamUser("arn:aws:iam::123456789012:role/benchmark".into()));
-    if let Some(body) = &operation.body {
-        spec = spec.body(body.clone()).header("content-type", "application/json");
-    }
-    // API Gateway REST API events, as the SAM template deploys the functions.
-    events::rest_v1(&spec)
+    workload::rest_event(operation.method, &operation.path, operation.body.as_deref())
 }
 
 fn status_of(outcome: &Outcome) -> u16 {

@@ -1,0 +1,40 @@
+//! The requests that the benchmark and the handler cost example send: the
+//! same token, project, users and update body, as API Gateway REST API
+//! events from one IAM caller.
+
+use serde_json::{Value, json};
+
+use crate::events::{self, Caller, EventSpec};
+
+/// The Supabase access token that moto server and the stand-in are seeded with.
+pub const TOKEN: &str = "sbp_bench0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// A project reference in the stand-in's default seed.
+pub const PROJECT: &str = "abcdefghijklmnopqrst";
+/// The organization that owns [`PROJECT`].
+pub const ORGANIZATION: &str = "acme-security";
+/// A member whose mapping revoke-jit-access removes.
+pub const BOB: &str = "22222222-2222-4222-8222-222222222222";
+/// A member whose mapping update-jit-access sets.
+pub const CAROL: &str = "33333333-3333-4333-8333-333333333333";
+
+/// Returns the body of an update for [`CAROL`]: one role that expires in
+/// four hours, with one IPv4 and one IPv6 network.
+pub fn update_body() -> String {
+    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
+    json!({
+        "user_id": CAROL,
+        "roles": [{ "role": "jit_readonly", "expires_at": expires_at,
+            "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] } }],
+    })
+    .to_string()
+}
+
+/// Returns an API Gateway REST API event, as the SAM template deploys the
+/// functions, from the benchmark's IAM caller.
+pub fn rest_event(method: &'static str, path: &str, body: Option<&str>) -> Value {
+    let mut spec = EventSpec::new(method, path).caller(Caller::IamUser("arn:aws:iam::123456789012:role/benchmark".into()));
+    if let Some(body) = body {
+        spec = spec.body(body).header("content-type", "application/json");
+    }
+    events::rest_v1(&spec)
+}
