@@ -829,11 +829,11 @@ fn evaluate(group: &Group, request: Result<cedar_policy_core::ast::Request, Stri
     if failed {
         tracing::error!(errors = ?errors, "policy evaluation failed");
     }
-    if forbids.is_empty() {
-        Outcome { forbids, permits, failed }
-    } else {
-        Outcome { forbids, permits: Vec::new(), failed }
+    if !forbids.is_empty() {
+        // A satisfied forbid decides the reading, so its permits are not reported.
+        permits.clear();
     }
+    Outcome { forbids, permits, failed }
 }
 
 /// Sorts policies into groups by the context attributes they read.
