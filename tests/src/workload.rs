@@ -29,6 +29,29 @@ pub fn update_body() -> String {
     .to_string()
 }
 
+/// Returns the body of a grant for [`CAROL`]: `supabase_read_only_user` for four hours,
+/// from the same two networks as [`update_body`].
+pub fn grant_body() -> String {
+    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
+    json!({
+        "user_id": CAROL, "role": "supabase_read_only_user", "expires_at": expires_at,
+        "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] },
+    })
+    .to_string()
+}
+
+/// The project references in the stand-in's default seed, in its listing order.
+pub const SEED_PROJECTS: [&str; 3] = [PROJECT, "bcdefghijklmnopqrstu", "zyxwvutsrqponmlkjihg"];
+
+/// Returns the EventBridge scheduled event that starts the sweep.
+pub fn scheduled_event() -> Value {
+    json!({
+        "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/jit-guard-sweep"], "detail": {},
+    })
+}
+
 /// Returns an API Gateway REST API event, as the SAM template deploys the
 /// functions, from the benchmark's IAM caller.
 pub fn rest_event(method: &'static str, path: &str, body: Option<&str>) -> Value {
