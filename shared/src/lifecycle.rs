@@ -12,6 +12,8 @@
 //! after the read-back can still replace this change. The read-back narrows
 //! that window to the settle time but does not close it.
 
+use std::time::Duration;
+
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
@@ -82,7 +84,7 @@ impl<M: ManagementApi> App<M> {
                 continue;
             }
             let response = self.supabase.update_jit_access(&project_ref, &body).await?;
-            tokio::time::sleep(self.settle).await;
+            settle(self.settle).await;
             let written = self.user_roles(&project_ref, &request.user_id).await?;
             if written.iter().any(|existing| same_grant(existing, &entry)) {
                 return Ok(passed_on(response, audit));
@@ -141,7 +143,7 @@ impl<M: ManagementApi> App<M> {
             } else {
                 self.supabase.update_jit_access(&project_ref, &body).await?
             };
-            tokio::time::sleep(self.settle).await;
+            settle(self.settle).await;
             let written = self.user_roles(&project_ref, &user_id).await?;
             if !written.iter().any(|existing| existing["role"] == role.as_str()) {
                 return Ok(passed_on(response, audit));
@@ -164,8 +166,33 @@ impl<M: ManagementApi> App<M> {
     }
 }
 
+/// Waits `time` before a write is read back. A zero time skips the timer:
+/// Tokio rounds each deadline up to its next 1 ms tick, so a zero sleep
+/// still waited up to a millisecond.
+async fn settle(time: Duration) {
+    if !time.is_zero() {
+        tokio::time::sleep(time).await;
+    }
+}
+
 /// Tells whether a returned entry carries this grant: the same role and expiry.
 /// Other fields are not compared, because Supabase may add defaults to them.
 fn same_grant(existing: &Value, entry: &Value) -> bool {
     existing["role"] == entry["role"] && existing["expires_at"].as_f64() == entry["expires_at"].as_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn settle_zero_skips_timer_tick() {
+        // Off a tick boundary, a zero sleep would wait for Tokio's next tick.
+        tokio::time::advance(Duration::from_micros(500)).await;
+        let started = tokio::time::Instant::now();
+        settle(Duration::ZERO).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        settle(Duration::from_millis(200)).await;
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
 }

@@ -61,14 +61,14 @@ impl DirectCall {
 }
 
 impl Operation {
-    /// An operation that is one Management API call: the direct side sends
-    /// the request as it is, and `forward-function` can forward it.
+    /// Builds an operation that is one Management API call: the direct side
+    /// sends the request as it is, and `forward-function` can forward it.
     fn single(function: &'static str, method: &'static str, path: String, body: Option<String>) -> Self {
         let direct = vec![DirectCall::new(method, path.clone(), body.clone())];
         Operation { function, event: Event::Rest { method, path, body }, direct, restore_mapping: false }
     }
 
-    /// Whether the forwarding floor applies: one upstream call that repeats the request.
+    /// Tells whether the forwarding floor applies: one upstream call that repeats the request.
     fn forwards(&self) -> bool {
         matches!(self.event, Event::Rest { .. }) && self.direct.len() == 1
     }
@@ -162,15 +162,16 @@ fn event(operation: &Operation) -> Value {
     }
 }
 
-/// Returns the status of an API Gateway response. The sweep answers with a
-/// report instead: 200 when it checked at least one project without errors.
+/// Returns the status of an API Gateway response. The sweep returns a
+/// report instead, read as 200 when it checked at least one project without errors.
 fn status_of(outcome: &Outcome) -> u16 {
     match outcome {
         Outcome::Response(response) if response.get("statusCode").is_some() => response["statusCode"].as_u64().unwrap_or(0) as u16,
         Outcome::Response(report) => {
             let checked = report["projects_checked"].as_u64().unwrap_or(0) > 0;
             let clean = report["errors"].as_array().is_some_and(Vec::is_empty);
-            if checked && clean { 200 } else { panic!("the sweep reported {report}") }
+            assert!(checked && clean, "the sweep reported {report}");
+            200
         }
         other => panic!("the function did not answer: {other:?}"),
     }
