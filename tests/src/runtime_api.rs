@@ -305,8 +305,8 @@ impl FunctionProcess {
 
     /// Waits until the log readers have drained what the process wrote before responding.
     ///
-    /// A function writes its log lines before it posts its response, so they are already in
-    /// the pipes. This waits until the reader tasks find no new bytes for 20 ms (250 ms at
+    /// The bundle's functions write an invocation's log lines right after posting its
+    /// response. This waits until the reader tasks find no new bytes for 20 ms (250 ms at
     /// most), so that `log_lines` called right after `invoke` returns them.
     async fn settle_logs(&self) {
         let limit = Instant::now() + Duration::from_millis(250);
