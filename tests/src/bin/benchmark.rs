@@ -47,7 +47,6 @@ enum Event {
 }
 
 /// One HTTP call to the stand-in.
-#[derive(Clone)]
 struct DirectCall {
     method: &'static str,
     path: String,
@@ -94,7 +93,8 @@ fn operations() -> Vec<Operation> {
         revoke,
         // A grant reads the user's roles, reads them again just before its
         // write, writes the merged list, and reads it back (JIT_GUARD_SETTLE_MS
-        // is 0 here). Its decision covers every role of the merged list.
+        // is 0 here). Its decision covers every role of the merged list. The
+        // direct PUT sends update-jit-access's body, about the size of that list.
         Operation {
             function: "grant-jit-access",
             event: Event::Rest { method: "POST", path: format!("{jit}/grants"), body: Some(workload::grant_body()) },
