@@ -51,11 +51,14 @@ struct Member {
     mfa_enabled: Option<bool>,
 }
 
+/// An organization's member list, with the instant it was looked up.
+type MemberList = (Instant, Arc<Vec<Member>>);
+
 /// Per-container cache of looked-up facts, each entry valid for `ttl`.
 pub struct FactCache {
     ttl: Duration,
     projects: Mutex<HashMap<String, (Instant, ProjectFacts)>>,
-    members: Mutex<HashMap<String, (Instant, Arc<Vec<Member>>)>>,
+    members: Mutex<HashMap<String, MemberList>>,
 }
 
 impl FactCache {

@@ -27,5 +27,5 @@ fn first_label_offset<E: Diagnostic + ?Sized>(error: &E) -> Option<usize> {
     if let Some(offset) = error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset()) {
         return Some(offset);
     }
-    error.related().and_then(|mut related| related.find_map(|inner| first_label_offset(inner)))
+    error.related().and_then(|mut related| related.find_map(first_label_offset))
 }
