@@ -168,7 +168,7 @@ impl<M: ManagementApi> App<M> {
 
 /// Waits `time` before a write is read back. A zero time skips the timer:
 /// Tokio rounds each deadline up to its next 1 ms tick, so a zero sleep
-/// still waited for that tick and the wake-up after it.
+/// would still wait for that tick and the wake-up after it.
 async fn settle(time: Duration) {
     if !time.is_zero() {
         tokio::time::sleep(time).await;

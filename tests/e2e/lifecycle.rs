@@ -149,17 +149,9 @@ async fn revoke_one_role_keeps_others() {
     assert_eq!(response.error_fields(), vec!["role"]);
 }
 
-fn scheduled_event() -> Value {
-    json!({
-        "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012", "time": "2026-12-04T12:00:00Z", "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/jit-guard-sweep"], "detail": {},
-    })
-}
-
 async fn run_sweep(harness: &mut Harness, mode: &str) -> Value {
     let sweep = harness.spawn("sweep-jit-access", &[("JIT_GUARD_SWEEP_MODE", mode)]).await;
-    match harness.invoke_raw(sweep, scheduled_event()).await {
+    match harness.invoke_raw(sweep, jit_guard_tests::events::scheduled()).await {
         Outcome::Response(report) => report,
         other => panic!("the sweep did not answer: {other:?}\n{}", harness.process(sweep).log_lines().join("\n")),
     }

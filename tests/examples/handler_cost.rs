@@ -16,7 +16,6 @@ use jit_guard::Action;
 use jit_guard_tests::stand_in::StandIn;
 use jit_guard_tests::workload::{self, PROJECT, TOKEN};
 
-
 /// Returns the middle of the samples (the upper middle for an even count).
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -634,6 +634,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Builds the EventBridge scheduled event that starts the sweep, as the
+/// SAM template's schedule sends it.
+pub fn scheduled() -> Value {
+    json!({
+        "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": ACCOUNT_ID, "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "region": REGION, "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/jit-guard-sweep")], "detail": {},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! - [`stand_in`]: the Supabase Management API stand-in, in-memory state, request log.
 //! - [`runtime_api`]: a Lambda Runtime API endpoint that runs a function binary.
 //! - [`moto`]: moto server (Secrets Manager emulator) started and seeded for a test.
-//! - [`events`]: API Gateway REST (v1), HTTP API (v2) and function URL events.
+//! - [`events`]: API Gateway REST (v1), HTTP API (v2) and function URL events, and the sweep's scheduled event.
 //! - [`workload`]: the requests of the benchmark and the handler cost example.
 
 pub mod child;

@@ -20,36 +20,37 @@ pub const CAROL: &str = "33333333-3333-4333-8333-333333333333";
 /// Returns the body of an update for [`CAROL`]: one role that expires in
 /// four hours, with one IPv4 and one IPv6 network.
 pub fn update_body() -> String {
-    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
     json!({
         "user_id": CAROL,
-        "roles": [{ "role": "jit_readonly", "expires_at": expires_at,
-            "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] } }],
+        "roles": [{ "role": "jit_readonly", "expires_at": in_four_hours(), "allowed_networks": networks() }],
     })
     .to_string()
 }
 
-/// Returns the body of a grant for [`CAROL`]: `supabase_read_only_user` for four hours,
-/// from the same two networks as [`update_body`].
+/// Returns the body of a grant for [`CAROL`]: `supabase_read_only_user` for
+/// four hours, from the same two networks as [`update_body`].
 pub fn grant_body() -> String {
-    let expires_at = chrono::Utc::now().timestamp() + 4 * 3600;
     json!({
-        "user_id": CAROL, "role": "supabase_read_only_user", "expires_at": expires_at,
-        "allowed_networks": { "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] },
+        "user_id": CAROL, "role": "supabase_read_only_user", "expires_at": in_four_hours(), "allowed_networks": networks(),
     })
     .to_string()
 }
 
-/// The project references in the stand-in's default seed, in its listing order.
-pub const SEED_PROJECTS: [&str; 3] = [PROJECT, "bcdefghijklmnopqrstu", "zyxwvutsrqponmlkjihg"];
+/// Returns the Unix time four hours from now, in seconds.
+fn in_four_hours() -> i64 {
+    chrono::Utc::now().timestamp() + 4 * 3600
+}
 
-/// Returns the EventBridge scheduled event that starts the sweep.
-pub fn scheduled_event() -> Value {
-    json!({
-        "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012", "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/jit-guard-sweep"], "detail": {},
-    })
+/// Returns the allowed networks of the benchmark's writes: one IPv4 and one IPv6 range.
+fn networks() -> Value {
+    json!({ "allowed_cidrs": [{ "cidr": "10.20.0.0/16" }], "allowed_cidrs_v6": [{ "cidr": "fd00:20::/64" }] })
+}
+
+/// Returns the project references in the stand-in's default seed, in its listing order.
+pub fn seed_projects() -> Vec<String> {
+    let seed = crate::stand_in::load_seed(&crate::stand_in::StandIn::seed_path()).expect("the default seed loads");
+    let projects = seed["projects"].as_array().expect("the seed lists projects");
+    projects.iter().map(|project| project["ref"].as_str().expect("each seeded project has a ref").to_owned()).collect()
 }
 
 /// Returns an API Gateway REST API event, as the SAM template deploys the

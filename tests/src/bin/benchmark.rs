@@ -114,7 +114,7 @@ fn operations() -> Vec<Operation> {
             function: "sweep-jit-access",
             event: Event::Scheduled,
             direct: std::iter::once(DirectCall::new("GET", "/v1/projects", None))
-                .chain(workload::SEED_PROJECTS.iter().map(|project| DirectCall::new("GET", format!("/v1/projects/{project}/database/jit/list"), None)))
+                .chain(workload::seed_projects().iter().map(|project| DirectCall::new("GET", format!("/v1/projects/{project}/database/jit/list"), None)))
                 .collect(),
             restore_mapping: false,
         },
@@ -158,7 +158,7 @@ fn ms(duration: Duration) -> String {
 fn event(operation: &Operation) -> Value {
     match &operation.event {
         Event::Rest { method, path, body } => workload::rest_event(method, path, body.as_deref()),
-        Event::Scheduled => workload::scheduled_event(),
+        Event::Scheduled => jit_guard_tests::events::scheduled(),
     }
 }
 
