@@ -61,8 +61,14 @@ pub struct Invocation {
     pub request_id: String,
     pub outcome: Outcome,
     /// From the event being queued to the outcome; time spent waiting for an earlier
-    /// invocation of the same process is not counted.
+    /// invocation of the same process is not counted. It includes this
+    /// server's own work around the function: serializing the event, handing
+    /// it to the long-poll, reading the posted JSON and handing the outcome back.
     pub elapsed: Duration,
+    /// The function's own time, measured as Lambda measures an invocation's
+    /// duration: from handing out the event (the response to `GET .../next`)
+    /// to having the whole posted response or error. `None` when neither arrived.
+    pub duration: Option<Duration>,
 }
 
 /// A running function binary and the Runtime API server it talks to.
@@ -96,10 +102,29 @@ struct QueuedEvent {
 struct Shared {
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<QueuedEvent>>,
     /// Invocations still waiting for their outcome, by request id.
-    pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    pending: Mutex<HashMap<String, Waiting>>,
     /// Every request id handed out, so that a late response gets 410 Gone instead of 400.
     issued: Mutex<HashSet<String>>,
     init_error: watch::Sender<Option<Value>>,
+}
+
+/// An invocation waiting for its outcome.
+struct Waiting {
+    outcome: oneshot::Sender<Delivered>,
+    /// When `GET .../next` handed the event out.
+    handed_out: Option<Instant>,
+}
+
+impl Waiting {
+    fn new(outcome: oneshot::Sender<Delivered>) -> Self {
+        Waiting { outcome, handed_out: None }
+    }
+}
+
+/// An outcome the function posted, with its Lambda-style duration.
+struct Delivered {
+    outcome: Outcome,
+    duration: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -205,6 +230,7 @@ impl FunctionProcess {
                 request_id,
                 outcome,
                 elapsed: started.elapsed(),
+                duration: None,
             };
         }
 
@@ -213,7 +239,7 @@ impl FunctionProcess {
             .pending
             .lock()
             .unwrap()
-            .insert(request_id.clone(), outcome_tx);
+            .insert(request_id.clone(), Waiting::new(outcome_tx));
         self.shared
             .issued
             .lock()
@@ -232,17 +258,20 @@ impl FunctionProcess {
 
         let mut exit = self.exit.clone();
         let mut init_error = self.shared.init_error.subscribe();
-        let outcome = tokio::select! {
+        let (outcome, duration) = tokio::select! {
             // Biased so that a response posted just before the process exits still counts.
             biased;
-            posted = outcome_rx => posted.unwrap_or_else(|_| timed_out(timeout)),
+            posted = outcome_rx => match posted {
+                Ok(Delivered { outcome, duration }) => (outcome, duration),
+                Err(_) => (timed_out(timeout), None),
+            },
             _ = init_error.wait_for(Option::is_some) => {
-                Outcome::InitError(self.shared.init_error.borrow().clone().unwrap_or(Value::Null))
+                (Outcome::InitError(self.shared.init_error.borrow().clone().unwrap_or(Value::Null)), None)
             }
             _ = exit.wait_for(Option::is_some) => {
-                self.exit_outcome().expect("the exit status was just published")
+                (self.exit_outcome().expect("the exit status was just published"), None)
             }
-            _ = tokio::time::sleep(timeout) => timed_out(timeout),
+            _ = tokio::time::sleep(timeout) => (timed_out(timeout), None),
         };
         // A late response or a still-queued event for this id is now stale.
         self.shared.pending.lock().unwrap().remove(&request_id);
@@ -255,6 +284,7 @@ impl FunctionProcess {
             request_id,
             outcome,
             elapsed,
+            duration,
         }
     }
 
@@ -500,20 +530,11 @@ async fn next_invocation(State(shared): State<Arc<Shared>>) -> Response {
                 "the runtime API is shutting down",
             );
         };
-        // Skip an event whose invocation already gave up waiting (timeout).
-        if !shared
-            .pending
-            .lock()
-            .unwrap()
-            .contains_key(&event.request_id)
-        {
-            continue;
-        }
         let mut response = Response::new(Body::from(event.body));
         let headers = response.headers_mut();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         for (name, value) in [
-            ("lambda-runtime-aws-request-id", event.request_id),
+            ("lambda-runtime-aws-request-id", event.request_id.clone()),
             ("lambda-runtime-deadline-ms", event.deadline_ms.to_string()),
             ("lambda-runtime-invoked-function-arn", event.function_arn),
             ("lambda-runtime-trace-id", event.trace_id),
@@ -522,6 +543,12 @@ async fn next_invocation(State(shared): State<Arc<Shared>>) -> Response {
                 name,
                 HeaderValue::from_str(&value).expect("generated header values are ASCII"),
             );
+        }
+        // Skip an event whose invocation already gave up waiting (timeout).
+        // The duration starts here, once the response is ready to be written.
+        match shared.pending.lock().unwrap().get_mut(&event.request_id) {
+            Some(waiting) => waiting.handed_out = Some(Instant::now()),
+            None => continue,
         }
         return response;
     }
@@ -541,6 +568,8 @@ async fn invocation_response(
             return api_error(StatusCode::BAD_REQUEST, "InvalidResponseBody", &message);
         }
     };
+    // The duration ends once the whole body is here, before it is parsed.
+    let received = Instant::now();
     let trailers = collected.trailers().cloned();
     let bytes = collected.to_bytes();
     let streaming = header_is(
@@ -553,7 +582,7 @@ async fn invocation_response(
     } else {
         Outcome::Response(json_or_string(&bytes))
     };
-    deliver(&shared, &request_id, outcome)
+    deliver(&shared, &request_id, outcome, received)
 }
 
 /// `POST /2018-06-01/runtime/invocation/{id}/error`.
@@ -563,11 +592,11 @@ async fn invocation_error(
     request: Request,
 ) -> Response {
     match request.into_body().collect().await {
-        Ok(collected) => deliver(
-            &shared,
-            &request_id,
-            Outcome::Error(json_or_string(&collected.to_bytes())),
-        ),
+        Ok(collected) => {
+            let received = Instant::now();
+            let outcome = Outcome::Error(json_or_string(&collected.to_bytes()));
+            deliver(&shared, &request_id, outcome, received)
+        }
         Err(error) => {
             let message = format!("cannot read the error body: {error}");
             api_error(StatusCode::BAD_REQUEST, "InvalidErrorBody", &message)
@@ -600,11 +629,13 @@ async fn unknown_route(request: Request) -> Response {
     api_error(StatusCode::NOT_FOUND, "UnknownRoute", &message)
 }
 
-fn deliver(shared: &Shared, request_id: &str, outcome: Outcome) -> Response {
+/// Hands `outcome`, received at `received`, to the invocation waiting for it.
+fn deliver(shared: &Shared, request_id: &str, outcome: Outcome, received: Instant) -> Response {
     let waiting = shared.pending.lock().unwrap().remove(request_id);
     match waiting {
         Some(waiting) => {
-            let _ = waiting.send(outcome);
+            let duration = waiting.handed_out.map(|handed_out| received.saturating_duration_since(handed_out));
+            let _ = waiting.outcome.send(Delivered { outcome, duration });
             accepted()
         }
         None if shared.issued.lock().unwrap().contains(request_id) => api_error(
@@ -778,6 +809,16 @@ mod tests {
         );
         assert!(uuid::Uuid::parse_str(&invocation.request_id).is_ok());
         assert!(invocation.elapsed < TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn duration_covers_the_function_and_not_the_wait_for_it() {
+        let function = echo(&[]).await;
+        let invocation = function.invoke(json!({ "sleep_ms": 50 }), TIMEOUT).await;
+        assert_eq!(response(&invocation), &json!({ "sleep_ms": 50 }));
+        let duration = invocation.duration.expect("an answered invocation has a duration");
+        assert!(duration >= Duration::from_millis(50), "the function slept 50 ms, duration {duration:?}");
+        assert!(duration <= invocation.elapsed, "duration {duration:?} over elapsed {:?}", invocation.elapsed);
     }
 
     #[tokio::test]
@@ -975,7 +1016,7 @@ mod tests {
             .pending
             .lock()
             .unwrap()
-            .insert("id-1".to_owned(), outcome_tx);
+            .insert("id-1".to_owned(), Waiting::new(outcome_tx));
         shared.issued.lock().unwrap().insert("id-1".to_owned());
         let deadline_ms = epoch_ms(SystemTime::now() + TIMEOUT);
         events
@@ -1021,10 +1062,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(posted.status(), 202);
-        assert_eq!(
-            outcome_rx.await.unwrap(),
-            Outcome::Response(json!({ "ok": true }))
-        );
+        let delivered = outcome_rx.await.unwrap();
+        assert_eq!(delivered.outcome, Outcome::Response(json!({ "ok": true })));
+        assert!(delivered.duration.is_some(), "an event handed out and answered has a duration");
 
         let again = client
             .post(format!("{base}/invocation/id-1/response"))
@@ -1082,6 +1122,7 @@ mod tests {
         };
         assert_eq!(error["errorType"], "Sandbox.Timedout");
         assert!(slow.elapsed < Duration::from_millis(1500));
+        assert_eq!(slow.duration, None, "no response arrived, so there is no duration");
 
         let next = function
             .invoke(json!({ "after": "timeout" }), TIMEOUT)

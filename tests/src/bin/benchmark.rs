@@ -199,9 +199,21 @@ async fn direct_call(client: &reqwest::Client, base: &str, operation: &Operation
     status
 }
 
+/// One timed warm invocation.
+struct Timed {
+    /// The function's duration, as Lambda measures it: from the Runtime API
+    /// handing out the event to the Runtime API having the whole response.
+    duration: Duration,
+    /// From queuing the event to reading the outcome: the duration plus the
+    /// local Runtime API's own work around it.
+    elapsed: Duration,
+    /// The requests the stand-in received during the invocation.
+    upstream_calls: usize,
+}
+
 /// Puts the mapping back when the operation needs it, invokes `process` once,
-/// checks that it succeeded, and returns how long the invocation took with
-/// the number of requests the stand-in received meanwhile.
+/// checks that it succeeded, and returns its times with the number of
+/// requests the stand-in received meanwhile.
 /// `label` goes before the function name in the failure message.
 async fn timed_invocation(
     process: &FunctionProcess,
@@ -210,7 +222,7 @@ async fn timed_invocation(
     setup_client: &reqwest::Client,
     base: &str,
     label: &str,
-) -> (Duration, usize) {
+) -> Timed {
     if operation.restore_mapping {
         restore_mapping(setup_client, base).await;
     }
@@ -218,7 +230,8 @@ async fn timed_invocation(
     let invocation = process.invoke(event(operation), INVOKE_TIMEOUT).await;
     let status = status_of(&invocation.outcome);
     assert!(status < 300, "{label}{} responded with {status}: {:?}", operation.function, invocation.outcome);
-    (invocation.elapsed, stand_in.request_count() - calls_before)
+    let duration = invocation.duration.expect("an answered invocation has a duration");
+    Timed { duration, elapsed: invocation.elapsed, upstream_calls: stand_in.request_count() - calls_before }
 }
 
 /// Puts bob's mapping back so that each revoke removes a real mapping.
@@ -390,8 +403,12 @@ struct Figures {
     cold: ColdStart,
     /// The slowest cold start, without network.
     worst_cold: Duration,
+    /// The function's warm duration, as Lambda measures it.
     function_p50: Duration,
     function_p99: Duration,
+    /// The same invocations from queuing the event to reading the outcome.
+    queued_p50: Duration,
+    queued_p99: Duration,
     direct_p50: Duration,
     direct_p99: Duration,
     /// One direct upstream call's p50: the direct side's p50 over its call count.
@@ -411,6 +428,15 @@ struct Figures {
     stripped_bytes: u64,
     zipped_bytes: u64,
     secret_reads_warm: usize,
+}
+
+/// echo-function's warm figures: what the Runtime API round trip costs.
+struct RuntimeFloor {
+    /// Its duration's p50 and p99: reading the event and posting it back.
+    duration: (Duration, Duration),
+    /// The local Runtime API's own work around each invocation (queued to
+    /// outcome, minus the duration): p50 and p99.
+    dispatch: (Duration, Duration),
 }
 
 /// One cold start: spawn to first response, and the function's init log.
@@ -558,15 +584,17 @@ async fn main() {
         let cpu_before = cpu_time(process.pid());
         let forward_cpu_before = forward.map(|forward| cpu_time(forward.pid()));
         let mut through_function = Vec::with_capacity(iterations);
+        let mut queued_to_outcome = Vec::with_capacity(iterations);
         let mut direct = Vec::with_capacity(iterations);
         let mut forwarded = Vec::with_capacity(iterations);
         // Invocations that made other upstream calls than the direct side:
         // a facts cache refresh adds calls once per JIT_GUARD_FACTS_TTL_SECONDS.
         let mut other_calls = 0;
         for _ in 0..iterations {
-            let (elapsed, calls) = timed_invocation(&process, &operation, &stand_in, &setup_client, &base, "").await;
-            through_function.push(elapsed);
-            other_calls += usize::from(calls != operation.direct.len());
+            let timed = timed_invocation(&process, &operation, &stand_in, &setup_client, &base, "").await;
+            through_function.push(timed.duration);
+            queued_to_outcome.push(timed.elapsed);
+            other_calls += usize::from(timed.upstream_calls != operation.direct.len());
 
             if operation.restore_mapping {
                 restore_mapping(&setup_client, &base).await;
@@ -577,7 +605,7 @@ async fn main() {
             direct.push(started.elapsed());
 
             if let Some(forward) = forward {
-                forwarded.push(timed_invocation(forward, &operation, &stand_in, &setup_client, &base, "forwarding ").await.0);
+                forwarded.push(timed_invocation(forward, &operation, &stand_in, &setup_client, &base, "forwarding ").await.duration);
             }
         }
         // The ratio compares like with like only when the function makes the direct side's calls.
@@ -593,6 +621,7 @@ async fn main() {
             .zip(forward_cpu_before)
             .map(|(forward, before)| cpu_time(forward.pid()).saturating_sub(before) / iterations as u32);
         through_function.sort();
+        queued_to_outcome.sort();
         direct.sort();
         forwarded.sort();
 
@@ -609,6 +638,8 @@ async fn main() {
             worst_cold,
             function_p50: percentile(&through_function, 0.5),
             function_p99: percentile(&through_function, 0.99),
+            queued_p50: percentile(&queued_to_outcome, 0.5),
+            queued_p99: percentile(&queued_to_outcome, 0.99),
             direct_p50: percentile(&direct, 0.5),
             direct_p99: percentile(&direct, 0.99),
             round_trip,
@@ -628,15 +659,22 @@ async fn main() {
     let echo = FunctionProcess::spawn(&function_binary("echo-function"), &[]).await.expect("spawn echo-function");
     echo.set_settle_logs(false);
     let mut floor: Vec<Duration> = Vec::with_capacity(iterations);
+    let mut dispatch: Vec<Duration> = Vec::with_capacity(iterations);
     let sample = event(&operations()[2]);
     for _ in 0..WARMUP {
         echo.invoke(sample.clone(), INVOKE_TIMEOUT).await;
     }
     for _ in 0..iterations {
-        floor.push(echo.invoke(sample.clone(), INVOKE_TIMEOUT).await.elapsed);
+        let invocation = echo.invoke(sample.clone(), INVOKE_TIMEOUT).await;
+        floor.push(invocation.duration.expect("echo-function answers"));
+        dispatch.push(invocation.elapsed.saturating_sub(invocation.duration.unwrap_or_default()));
     }
     floor.sort();
-    let floor = (percentile(&floor, 0.5), percentile(&floor, 0.99));
+    dispatch.sort();
+    let floor = RuntimeFloor {
+        duration: (percentile(&floor, 0.5), percentile(&floor, 0.99)),
+        dispatch: (percentile(&dispatch, 0.5), percentile(&dispatch, 0.99)),
+    };
 
     let (policy_load, decision) = in_process_figures();
 
@@ -650,7 +688,7 @@ fn print_report(
     policy_load: Duration,
     decision: Duration,
     entity_store: Duration,
-    floor: (Duration, Duration),
+    floor: RuntimeFloor,
 ) {
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
     println!("Run on {}, {}, with `tests/scripts/benchmark.sh` ({iterations} warm invocations per operation,", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"), machine());
@@ -661,6 +699,7 @@ fn print_report(
     );
     println!();
     println!("Cold starts are the median of {COLD_STARTS} per function; the init columns belong to that median start.");
+    println!("Warm times are the function's duration as Lambda measures it: from the Runtime API handing out the event to the Runtime API having the whole response. The last table adds the local Runtime API's own work around it.");
     println!();
     println!("| function | cold start ms | without network ms | slowest without network ms | init µs | config µs | policy load µs | clients µs | secret read µs | token wait µs | p50 ms (direct) | p99 ms (direct) | p50 ratio | p99 ratio | peak RSS MiB | stripped MiB | zipped MiB | Secrets Manager calls per {iterations} warm |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -694,13 +733,13 @@ fn print_report(
     println!();
     println!("Warm figures beside the forwarding floor: `forward-function`, on the functions' runtime and libraries (a current-thread runtime, lambda_http, reqwest, mimalloc), sends the same upstream call with no validation, policy, logging or timeouts. What the guard adds is the function's p50 minus the floor's. The floor applies to the operations that are one upstream call; the others make several, and the direct side makes the same calls in the same order.");
     println!();
-    println!("| function | upstream calls (invocations with another count) | p50 ratio | floor p50 ratio | guard adds at p50 µs | p99 ratio | floor p99 ratio | CPU µs per warm call | floor CPU µs per warm call |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| function | upstream calls (invocations with another count) | p50 ratio | floor p50 ratio | guard adds at p50 µs | p99 ratio | floor p99 ratio | CPU µs per warm call | floor CPU µs per warm call | p50 / p99 ratio, queued to outcome |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for figure in figures {
         let ratio = |numerator: Duration, denominator: Duration| format!("{:.3}", numerator.as_secs_f64() / denominator.as_secs_f64());
         let floor = |value: &dyn Fn((Duration, Duration)) -> String| figure.forward.map(value).unwrap_or_else(|| "n/a".into());
         println!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             figure.function,
             figure.upstream_calls,
             figure.other_calls,
@@ -711,13 +750,17 @@ fn print_report(
             floor(&|(_, p99)| ratio(p99, figure.direct_p99)),
             figure.cpu_per_invocation.as_micros(),
             figure.forward_cpu_per_invocation.map_or_else(|| "n/a".into(), |cpu| cpu.as_micros().to_string()),
+            ratio(figure.queued_p50, figure.direct_p50),
+            ratio(figure.queued_p99, figure.direct_p99),
         );
     }
     println!();
     println!(
-        "Runtime API floor (echo-function through the same local Runtime API, same event): p50 {} ms, p99 {} ms.",
-        ms(floor.0),
-        ms(floor.1)
+        "Runtime API floor (echo-function through the same local Runtime API, same event): duration p50 {} ms, p99 {} ms. The local Runtime API's own work around each invocation, left out of the durations: p50 {} ms, p99 {} ms.",
+        ms(floor.duration.0),
+        ms(floor.duration.1),
+        ms(floor.dispatch.0),
+        ms(floor.dispatch.1)
     );
     println!();
     println!(
