@@ -69,6 +69,8 @@ pub struct Invocation {
     /// duration: from handing out the event (the response to `GET .../next`)
     /// to having the whole posted response or error. `None` when neither arrived.
     pub duration: Option<Duration>,
+    /// When the whole posted response or error arrived. `None` when neither did.
+    pub responded_at: Option<Instant>,
 }
 
 /// A running function binary and the Runtime API server it talks to.
@@ -121,9 +123,10 @@ impl Waiting {
     }
 }
 
-/// An outcome the function posted, with its Lambda-style duration.
+/// An outcome the function posted, when it arrived, and its Lambda-style duration.
 struct Delivered {
     outcome: Outcome,
+    received: Instant,
     duration: Option<Duration>,
 }
 
@@ -231,6 +234,7 @@ impl FunctionProcess {
                 outcome,
                 elapsed: started.elapsed(),
                 duration: None,
+                responded_at: None,
             };
         }
 
@@ -258,20 +262,20 @@ impl FunctionProcess {
 
         let mut exit = self.exit.clone();
         let mut init_error = self.shared.init_error.subscribe();
-        let (outcome, duration) = tokio::select! {
+        let (outcome, duration, responded_at) = tokio::select! {
             // Biased so that a response posted just before the process exits still counts.
             biased;
             posted = outcome_rx => match posted {
-                Ok(Delivered { outcome, duration }) => (outcome, duration),
-                Err(_) => (timed_out(timeout), None),
+                Ok(Delivered { outcome, received, duration }) => (outcome, duration, Some(received)),
+                Err(_) => (timed_out(timeout), None, None),
             },
             _ = init_error.wait_for(Option::is_some) => {
-                (Outcome::InitError(self.shared.init_error.borrow().clone().unwrap_or(Value::Null)), None)
+                (Outcome::InitError(self.shared.init_error.borrow().clone().unwrap_or(Value::Null)), None, None)
             }
             _ = exit.wait_for(Option::is_some) => {
-                (self.exit_outcome().expect("the exit status was just published"), None)
+                (self.exit_outcome().expect("the exit status was just published"), None, None)
             }
-            _ = tokio::time::sleep(timeout) => (timed_out(timeout), None),
+            _ = tokio::time::sleep(timeout) => (timed_out(timeout), None, None),
         };
         // A late response or a still-queued event for this id is now stale.
         self.shared.pending.lock().unwrap().remove(&request_id);
@@ -285,6 +289,7 @@ impl FunctionProcess {
             outcome,
             elapsed,
             duration,
+            responded_at,
         }
     }
 
@@ -635,7 +640,7 @@ fn deliver(shared: &Shared, request_id: &str, outcome: Outcome, received: Instan
     match waiting {
         Some(waiting) => {
             let duration = waiting.handed_out.map(|handed_out| received.saturating_duration_since(handed_out));
-            let _ = waiting.outcome.send(Delivered { outcome, duration });
+            let _ = waiting.outcome.send(Delivered { outcome, received, duration });
             accepted()
         }
         None if shared.issued.lock().unwrap().contains(request_id) => api_error(
@@ -819,6 +824,7 @@ mod tests {
         let duration = invocation.duration.expect("an answered invocation has a duration");
         assert!(duration >= Duration::from_millis(50), "the function slept 50 ms, duration {duration:?}");
         assert!(duration <= invocation.elapsed, "duration {duration:?} over elapsed {:?}", invocation.elapsed);
+        assert!(invocation.responded_at.is_some_and(|at| at <= Instant::now()));
     }
 
     #[tokio::test]
@@ -1123,6 +1129,7 @@ mod tests {
         assert_eq!(error["errorType"], "Sandbox.Timedout");
         assert!(slow.elapsed < Duration::from_millis(1500));
         assert_eq!(slow.duration, None, "no response arrived, so there is no duration");
+        assert_eq!(slow.responded_at, None);
 
         let next = function
             .invoke(json!({ "after": "timeout" }), TIMEOUT)

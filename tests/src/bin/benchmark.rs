@@ -488,7 +488,8 @@ async fn cold_start(
     // invocation, so that it is not counted in the cold start.
     process.set_settle_logs(false);
     let first = process.invoke(event(operation), INVOKE_TIMEOUT).await;
-    let first_total = spawned.elapsed();
+    // The first response counts from its arrival at the Runtime API, like the warm durations.
+    let first_total = first.responded_at.map_or_else(|| spawned.elapsed(), |at| at.saturating_duration_since(spawned));
     status_of(&first.outcome);
     let upstream_calls = (stand_in.request_count() - calls_before) as u32;
     let lines = wait_for_log(&process, "token secret read").await;
