@@ -817,7 +817,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn duration_covers_the_function_and_not_the_wait_for_it() {
+    async fn invoke_duration_covers_handler_sleep() {
         let function = echo(&[]).await;
         let invocation = function.invoke(json!({ "sleep_ms": 50 }), TIMEOUT).await;
         assert_eq!(response(&invocation), &json!({ "sleep_ms": 50 }));
