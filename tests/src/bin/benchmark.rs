@@ -17,7 +17,8 @@ use jit_guard_tests::stand_in::StandIn;
 use jit_guard_tests::workload::{self, BOB, CAROL, ORGANIZATION, PROJECT, TOKEN};
 use serde_json::{Value, json};
 
-/// Latency added to every stand-in response, in place of the network to Supabase.
+/// Latency added to every stand-in response, in place of the network to
+/// Supabase, unless `BENCHMARK_LATENCY_MS` sets another.
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
 const WARMUP: usize = 20;
 const DEFAULT_ITERATIONS: usize = 1000;
@@ -527,6 +528,13 @@ async fn main() {
         );
         return;
     }
+    let latency = match std::env::var("BENCHMARK_LATENCY_MS") {
+        Err(_) => UPSTREAM_LATENCY,
+        Ok(value) => match value.trim().parse::<u64>() {
+            Ok(ms) if (1..=1000).contains(&ms) => Duration::from_millis(ms),
+            _ => exit_with(&format!("BENCHMARK_LATENCY_MS={value:?} is not a whole number of milliseconds from 1 to 1000")),
+        },
+    };
     let selected = selected_operations();
     let profile = std::env::var("JIT_GUARD_PROFILE").unwrap_or_else(|_| "debug".to_owned());
     if profile != "release" {
@@ -535,7 +543,7 @@ async fn main() {
     let moto = MotoServer::start().await;
     let secret_arn = moto.create_secret("jit-guard/benchmark-token", TOKEN).await;
     let stand_in = StandIn::start(TOKEN).await;
-    stand_in.set_latency(UPSTREAM_LATENCY);
+    stand_in.set_latency(latency);
     let base = stand_in.url();
     let client = jit_guard_tests::http_client();
     // Untimed set-up calls go through their own client, so that they do not
@@ -680,12 +688,13 @@ async fn main() {
     let (policy_load, decision) = in_process_figures();
 
     let entity_store = entity_store_build();
-    print_report(&figures, iterations, policy_load, decision, entity_store, floor);
+    print_report(&figures, iterations, latency, policy_load, decision, entity_store, floor);
 }
 
 fn print_report(
     figures: &[Figures],
     iterations: usize,
+    latency: Duration,
     policy_load: Duration,
     decision: Duration,
     entity_store: Duration,
@@ -695,7 +704,7 @@ fn print_report(
     println!("Run on {}, {}, with `tests/scripts/benchmark.sh` ({iterations} warm invocations per operation,", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"), machine());
     println!(
         "stand-in latency {} ms per call, release binaries for {}, JIT_GUARD_SETTLE_MS=0).",
-        UPSTREAM_LATENCY.as_millis(),
+        latency.as_millis(),
         std::env::consts::ARCH
     );
     println!();
