@@ -442,7 +442,7 @@ struct RuntimeFloor {
 
 /// One cold start: spawn to first response, and the function's init log.
 struct ColdStart {
-    /// Spawn to first response.
+    /// From spawning the process to the first response's arrival at the Runtime API.
     total: Duration,
     /// The upstream calls the first response waited for.
     upstream_calls: u32,
