@@ -140,6 +140,19 @@ fn selected_operations() -> Vec<Operation> {
     all.into_iter().filter(|operation| names.contains(&operation.function)).collect()
 }
 
+/// Reads the whole number in the environment variable `name`, or returns
+/// `default` when it is not set. A value outside `accepted` ends the
+/// benchmark with a message that it is not `expected`.
+fn whole_number_from_env(name: &str, default: u64, accepted: std::ops::RangeInclusive<u64>, expected: &str) -> u64 {
+    let Ok(value) = std::env::var(name) else {
+        return default;
+    };
+    match value.trim().parse::<u64>() {
+        Ok(number) if accepted.contains(&number) => number,
+        _ => exit_with(&format!("{name}={value:?} is not {expected}")),
+    }
+}
+
 /// Prints `message` and ends the benchmark with status 2, before anything has started.
 fn exit_with(message: &str) -> ! {
     eprintln!("{message}");
@@ -200,7 +213,7 @@ async fn direct_call(client: &reqwest::Client, base: &str, operation: &Operation
     status
 }
 
-/// One timed warm invocation.
+/// Times and upstream calls of one warm invocation.
 struct Timed {
     /// The function's duration, as Lambda measures it: from the Runtime API
     /// handing out the event to the Runtime API having the whole response.
@@ -431,13 +444,22 @@ struct Figures {
     secret_reads_warm: usize,
 }
 
-/// echo-function's warm figures: what the Runtime API round trip costs.
+/// Warm figures of echo-function: the cost of a Runtime API round trip.
 struct RuntimeFloor {
-    /// Its duration's p50 and p99: reading the event and posting it back.
+    /// Duration p50 and p99 of reading an event and posting it back.
     duration: (Duration, Duration),
-    /// The local Runtime API's own work around each invocation (queued to
-    /// outcome, minus the duration): p50 and p99.
+    /// P50 and p99 of the local Runtime API's own work around each
+    /// invocation: queued to outcome, minus the duration.
     dispatch: (Duration, Duration),
+}
+
+/// Settings of one run, printed in the report's header.
+struct RunSettings {
+    iterations: usize,
+    /// Latency the stand-in adds to each response.
+    latency: Duration,
+    /// Cargo profile of the measured function binaries.
+    profile: String,
 }
 
 /// One cold start: spawn to first response, and the function's init log.
@@ -510,13 +532,7 @@ async fn cold_start(
 
 #[tokio::main]
 async fn main() {
-    let iterations = match std::env::var("BENCHMARK_ITERATIONS") {
-        Err(_) => DEFAULT_ITERATIONS,
-        Ok(value) => match value.trim().parse::<usize>() {
-            Ok(iterations) if iterations > 0 => iterations,
-            _ => exit_with(&format!("BENCHMARK_ITERATIONS={value:?} is not a positive whole number")),
-        },
-    };
+    let iterations = whole_number_from_env("BENCHMARK_ITERATIONS", DEFAULT_ITERATIONS as u64, 1..=u64::MAX, "a positive whole number") as usize;
     if std::env::var_os("BENCHMARK_IN_PROCESS_ONLY").is_some() {
         // Only the in-process Cedar figures: no processes, servers or builds of other binaries.
         let (policy_load, decision) = in_process_figures();
@@ -528,13 +544,12 @@ async fn main() {
         );
         return;
     }
-    let latency = match std::env::var("BENCHMARK_LATENCY_MS") {
-        Err(_) => UPSTREAM_LATENCY,
-        Ok(value) => match value.trim().parse::<u64>() {
-            Ok(ms) if (1..=1000).contains(&ms) => Duration::from_millis(ms),
-            _ => exit_with(&format!("BENCHMARK_LATENCY_MS={value:?} is not a whole number of milliseconds from 1 to 1000")),
-        },
-    };
+    let latency = Duration::from_millis(whole_number_from_env(
+        "BENCHMARK_LATENCY_MS",
+        UPSTREAM_LATENCY.as_millis() as u64,
+        1..=1000,
+        "a whole number of milliseconds from 1 to 1000",
+    ));
     let selected = selected_operations();
     let profile = std::env::var("JIT_GUARD_PROFILE").unwrap_or_else(|_| "debug".to_owned());
     if profile != "release" {
@@ -675,8 +690,9 @@ async fn main() {
     }
     for _ in 0..iterations {
         let invocation = echo.invoke(sample.clone(), INVOKE_TIMEOUT).await;
-        floor.push(invocation.duration.expect("echo-function answers"));
-        dispatch.push(invocation.elapsed.saturating_sub(invocation.duration.unwrap_or_default()));
+        let duration = invocation.duration.expect("echo-function responded, so the invocation has a duration");
+        floor.push(duration);
+        dispatch.push(invocation.elapsed.saturating_sub(duration));
     }
     floor.sort();
     dispatch.sort();
@@ -688,22 +704,23 @@ async fn main() {
     let (policy_load, decision) = in_process_figures();
 
     let entity_store = entity_store_build();
-    print_report(&figures, iterations, latency, policy_load, decision, entity_store, floor);
+    let settings = RunSettings { iterations, latency, profile };
+    print_report(&figures, &settings, policy_load, decision, entity_store, floor);
 }
 
 fn print_report(
     figures: &[Figures],
-    iterations: usize,
-    latency: Duration,
+    settings: &RunSettings,
     policy_load: Duration,
     decision: Duration,
     entity_store: Duration,
     floor: RuntimeFloor,
 ) {
+    let RunSettings { iterations, latency, profile } = settings;
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
     println!("Run on {}, {}, with `tests/scripts/benchmark.sh` ({iterations} warm invocations per operation,", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"), machine());
     println!(
-        "stand-in latency {} ms per call, release binaries for {}, JIT_GUARD_SETTLE_MS=0).",
+        "stand-in latency {} ms per call, {profile} binaries for {}, JIT_GUARD_SETTLE_MS=0).",
         latency.as_millis(),
         std::env::consts::ARCH
     );
