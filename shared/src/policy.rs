@@ -1292,9 +1292,9 @@ mod tests {
             let request = &case["request"];
             let uid = |key: &str| EntityUid::from_str(request[key].as_str().unwrap()).unwrap();
             let entities = Entities::from_json_value(case["entities"].clone(), Some(&guard.schema))
-                .unwrap_or_else(|error| panic!("entities of case {name:?}: {error}"))
+                .unwrap_or_else(|error| panic!("invalid entities in case {name:?}: {error}"))
                 .add_entities(guard.action_entities.iter().cloned(), Some(&guard.schema))
-                .unwrap_or_else(|error| panic!("actions added to the entities of case {name:?}: {error}"));
+                .unwrap_or_else(|error| panic!("adding the schema's actions to the entities of case {name:?} failed: {error}"));
             let context = request["context"].clone();
             let decision = guard.decide_uids(uid("principal"), uid("action"), uid("resource"), context, &entities);
             assert_eq!(decision.allowed, case["decision"] == "allow", "decision of case {name:?}");

@@ -69,7 +69,7 @@ pub struct Invocation {
     /// duration: from handing out the event (the response to `GET .../next`)
     /// to having the whole posted response or error. `None` when neither arrived.
     pub duration: Option<Duration>,
-    /// When the whole posted response or error arrived. `None` when neither did.
+    /// Instant the whole posted response or error arrived. `None` when neither did.
     pub responded_at: Option<Instant>,
 }
 
@@ -113,7 +113,7 @@ struct Shared {
 /// An invocation waiting for its outcome.
 struct Waiting {
     outcome: oneshot::Sender<Delivered>,
-    /// When `GET .../next` handed the event out.
+    /// Instant `GET .../next` handed the event out.
     handed_out: Option<Instant>,
 }
 
