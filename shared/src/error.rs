@@ -5,11 +5,10 @@
 //! `application/problem+json` body (RFC 9457). Bodies carry fixed, reviewed
 //! text: no upstream body, no Rust error text and no token ever reaches them.
 
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use lambda_http::{Body, Response};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::event::HttpResponse;
 use crate::policy::Denial;
 use crate::signature::SignatureError;
 use crate::supabase::UpstreamError;
@@ -45,6 +44,10 @@ pub enum Error {
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
 
+    /// The event is not an API Gateway or function URL request.
+    #[error("the event is not an HTTP request")]
+    NotHttpEvent,
+
     #[error("access denied by policy")]
     PolicyDenied { action: &'static str, denials: Vec<Denial> },
 
@@ -79,6 +82,7 @@ impl Error {
             Error::InvalidRequest(_) => "invalid_request",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RouteNotFound { .. } => "route_not_found",
+            Error::NotHttpEvent => "not_http_event",
             Error::PolicyDenied { .. } => "policy_denied",
             Error::JitAccessNotGranted => "jit_access_not_granted",
             Error::Upstream(upstream) => upstream.code(),
@@ -95,6 +99,7 @@ impl Error {
             Error::InvalidRequest(_) => 400,
             Error::PayloadTooLarge { .. } => 413,
             Error::RouteNotFound { .. } => 404,
+            Error::NotHttpEvent => 400,
             Error::PolicyDenied { .. } => 403,
             Error::JitAccessNotGranted => 403,
             Error::Upstream(upstream) => upstream.status(),
@@ -111,6 +116,7 @@ impl Error {
             Error::InvalidRequest(_) => "Invalid request",
             Error::PayloadTooLarge { .. } => "Request body too large",
             Error::RouteNotFound { .. } => "Route not found",
+            Error::NotHttpEvent => "Not an HTTP request",
             Error::PolicyDenied { .. } => "Denied by policy",
             Error::JitAccessNotGranted => "JIT access not granted",
             Error::Upstream(upstream) => upstream.title(),
@@ -134,6 +140,9 @@ impl Error {
             Error::RouteNotFound { method, path } => {
                 format!("This function does not serve {method} {path}. Check the method and the path.")
             }
+            Error::NotHttpEvent => "This function serves API Gateway (REST API or HTTP API) and Lambda function URL requests; \
+                invoke it through one of them, with an event that has `httpMethod` or `requestContext.http.method`."
+                .to_owned(),
             Error::PolicyDenied { action, .. } => {
                 format!("The guardrail policies deny {action} for this request; see `denials` for each reason.")
             }
@@ -160,7 +169,7 @@ impl Error {
     }
 
     /// Builds the `application/problem+json` response for this error.
-    pub fn into_response(self, request_id: Option<&str>) -> Response<Body> {
+    pub fn into_response(self, request_id: Option<&str>) -> HttpResponse {
         let status = self.status();
         let code = self.code();
         let mut problem = json!({
@@ -186,13 +195,11 @@ impl Error {
             _ => {}
         }
 
-        let mut builder = Response::builder().status(status).header(CONTENT_TYPE, "application/problem+json");
-        if let Some(seconds) = self.retry_after() {
-            builder = builder.header(RETRY_AFTER, seconds.to_string());
+        let response = HttpResponse::json(status, "application/problem+json", problem.to_string());
+        match self.retry_after() {
+            Some(seconds) => response.with_header("retry-after", seconds.to_string()),
+            None => response,
         }
-        builder
-            .body(Body::Text(problem.to_string()))
-            .unwrap_or_else(|_| Response::new(Body::Text(problem.to_string())))
     }
 }
 
@@ -200,11 +207,8 @@ impl Error {
 mod tests {
     use super::*;
 
-    fn body_json(response: &Response<Body>) -> serde_json::Value {
-        match response.body() {
-            Body::Text(text) => serde_json::from_str(text).unwrap(),
-            other => panic!("unexpected body {other:?}"),
-        }
+    fn body_json(response: &HttpResponse) -> serde_json::Value {
+        serde_json::from_str(response.body().expect("a body")).unwrap()
     }
 
     #[test]
@@ -215,7 +219,7 @@ mod tests {
         ]);
         let response = error.into_response(Some("req-1"));
         assert_eq!(response.status(), 400);
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+        assert_eq!(response.header("content-type"), Some("application/problem+json"));
         let body = body_json(&response);
         assert_eq!(body["code"], "invalid_request");
         assert_eq!(body["status"], 400);
@@ -229,6 +233,6 @@ mod tests {
         let error = Error::Upstream(UpstreamError::RateLimited { retry_after_seconds: 17 });
         let response = error.into_response(None);
         assert_eq!(response.status(), 429);
-        assert_eq!(response.headers()[RETRY_AFTER], "17");
+        assert_eq!(response.header("retry-after"), Some("17"));
     }
 }

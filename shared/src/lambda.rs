@@ -4,12 +4,13 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lambda_http::service_fn;
+use lambda_runtime::{LambdaEvent, service_fn};
 use tokio::sync::oneshot;
 use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::prelude::*;
 
 use crate::config::{Config, ConfigError, TokenSource};
+use crate::event::HttpEvent;
 use crate::logs::LogWriter;
 use crate::operations::App;
 use crate::policy::{Action, Guard, PolicyLoadError};
@@ -168,7 +169,7 @@ fn spawn_policy_load(directory: Option<PathBuf>) -> Option<oneshot::Receiver<Loa
 }
 
 /// Runs the function for `action` until the Lambda runtime stops it.
-pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
+pub async fn run(action: Action) -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let app = match build_app().await {
         Ok((app, _config)) => app,
@@ -179,11 +180,11 @@ pub async fn run(action: Action) -> Result<(), lambda_http::Error> {
     };
     // The app lives as long as the process, so a leaked reference spares an Arc per call.
     let app: &'static App<SupabaseClient> = Box::leak(Box::new(app));
-    let handler = lambda_http::Adapter::from(service_fn(move |request| async move {
-        Ok::<_, Infallible>(app.handle(action, request).await)
-    }));
-    // The same as lambda_http::run (lambda_http 1.3, lambda_runtime 1.5), plus
-    // an outer layer whose future ends after the response is posted.
+    let handler = service_fn(move |event: LambdaEvent<HttpEvent>| async move {
+        Ok::<_, Infallible>(app.handle(action, event).await)
+    });
+    // The same as lambda_runtime::run (lambda_runtime 1.5), plus an outer
+    // layer whose future ends after the response is posted.
     lambda_runtime::Runtime::new(handler)
         .layer(lambda_runtime::layers::TracingLayer::new())
         .layer(BatchLogsLayer)

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: environment settings, read once at init.
+//! - [`event`]: the API Gateway and function URL events and responses, as JSON.
 //! - [`request`]: path parameters, body and caller from a Lambda event.
 //! - [`validate`]: validated ids, roles, networks, expiry and request bodies.
 //! - [`json`]: JSON parsing that rejects duplicate keys.
@@ -25,6 +26,7 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod facts;
 pub mod json;
 pub mod lambda;

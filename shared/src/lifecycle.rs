@@ -14,11 +14,11 @@
 
 use std::time::Duration;
 
-use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
 use crate::error::Error;
+use crate::event::HttpResponse;
 use crate::operations::{App, both, passed_on, user_role_context};
 use crate::policy::{Action, Resource};
 use crate::request::Call;
@@ -33,7 +33,7 @@ impl<M: ManagementApi> App<M> {
         &self,
         call: &Call,
         audit: &mut Option<AuditRecord>,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<HttpResponse, Error> {
         let now = (self.clock)();
         let (project_ref, request) =
             both(ProjectRef::parse("ref", call.path_parameter("ref")), parse_grant_body(&call.body, now))?;
@@ -98,7 +98,7 @@ impl<M: ManagementApi> App<M> {
         &self,
         call: &Call,
         audit: &mut Option<AuditRecord>,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<HttpResponse, Error> {
         let parsed = (
             ProjectRef::parse("ref", call.path_parameter("ref")),
             UserId::parse("user_id", call.path_parameter("user_id")),

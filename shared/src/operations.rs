@@ -7,13 +7,13 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use http::header::CONTENT_TYPE;
 use ipnet::IpNet;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
 use crate::error::{Error, FieldError};
+use crate::event::{HttpEvent, HttpResponse};
 use crate::facts::{FactCache, ProjectFacts, TargetUser};
 use crate::policy::{Action, Decision, Denial, Fact, Facts, Guard, Resource};
 use crate::request::{Call, Route, read_call};
@@ -93,12 +93,19 @@ impl<M: ManagementApi> App<M> {
     }
 
     /// Serves one Lambda event for `action`; every failure becomes a problem response.
-    pub async fn handle(&self, action: Action, request: Request) -> Response<Body> {
+    pub async fn handle(&self, action: Action, event: LambdaEvent<HttpEvent>) -> HttpResponse {
+        let version = event.payload.version();
+        self.respond(action, event).await.for_payload(version)
+    }
+
+    async fn respond(&self, action: Action, event: LambdaEvent<HttpEvent>) -> HttpResponse {
+        let LambdaEvent { payload: event, context } = event;
         let Some(route) = route(action) else {
-            let error = Error::RouteNotFound { method: request.method().to_string(), path: request.uri().path().to_owned() };
+            let error = Error::RouteNotFound { method: event.method().to_owned(), path: event.path().to_owned() };
             return error.into_response(None);
         };
-        let call = match read_call(&request, route) {
+        let request_id = Some(context.request_id.clone()).filter(|id| !id.is_empty());
+        let call = match read_call(event, route, request_id) {
             Ok(call) => call,
             Err(error) => {
                 tracing::warn!(action = %action, code = error.code(), "request rejected before parsing");
@@ -119,7 +126,7 @@ impl<M: ManagementApi> App<M> {
         }
 
         let mut audit = None;
-        let deadline = lambda_deadline(&request);
+        let deadline = lambda_deadline(&context);
         let result = DEADLINE.scope(deadline, self.dispatch(action, &call, &mut audit)).await;
         if let Some(mut record) = audit {
             if let Err(Error::Upstream(upstream)) = &result {
@@ -145,7 +152,7 @@ impl<M: ManagementApi> App<M> {
         }
     }
 
-    async fn dispatch(&self, action: Action, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn dispatch(&self, action: Action, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         match action {
             Action::ListOrganizationMembers => self.list_organization_members(call, audit).await,
             Action::ListProjects => self.list_projects(call, audit).await,
@@ -162,7 +169,7 @@ impl<M: ManagementApi> App<M> {
         }
     }
 
-    async fn list_organization_members(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn list_organization_members(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let slug = OrganizationSlug::parse("slug", call.path_parameter("slug")).map_err(invalid)?;
 
         let mut record = self.audit_record(call, Action::ListOrganizationMembers);
@@ -174,7 +181,7 @@ impl<M: ManagementApi> App<M> {
         Ok(passed_on(response, audit))
     }
 
-    async fn list_projects(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn list_projects(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let record = self.audit_record(call, Action::ListProjects);
         let verdict = self.decide_one(call, Action::ListProjects, Resource::Account, Facts::new(), None);
         self.require_allow(call, Action::ListProjects, verdict, record, audit)?;
@@ -183,7 +190,7 @@ impl<M: ManagementApi> App<M> {
         Ok(passed_on(response, audit))
     }
 
-    async fn get_project(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn get_project(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref")).map_err(invalid)?;
 
         let mut record = self.audit_record(call, Action::GetProject);
@@ -195,7 +202,7 @@ impl<M: ManagementApi> App<M> {
         Ok(passed_on(response, audit))
     }
 
-    async fn list_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn list_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref")).map_err(invalid)?;
 
         let mut record = self.audit_record(call, Action::ListJitAccess);
@@ -207,7 +214,7 @@ impl<M: ManagementApi> App<M> {
         Ok(passed_on(response, audit))
     }
 
-    async fn revoke_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn revoke_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let project_ref = ProjectRef::parse("ref", call.path_parameter("ref"));
         let user_id = UserId::parse("user_id", call.path_parameter("user_id"));
         let (project_ref, user_id) = match (project_ref, user_id) {
@@ -234,7 +241,7 @@ impl<M: ManagementApi> App<M> {
         Ok(passed_on(response, audit))
     }
 
-    async fn authorize_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn authorize_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let (project_ref, request) =
             both(ProjectRef::parse("ref", call.path_parameter("ref")), parse_authorize_body(&call.body))?;
 
@@ -262,7 +269,7 @@ impl<M: ManagementApi> App<M> {
         Ok(passed_on(response, audit))
     }
 
-    async fn update_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<Response<Body>, Error> {
+    async fn update_jit_access(&self, call: &Call, audit: &mut Option<AuditRecord>) -> Result<HttpResponse, Error> {
         let now = (self.clock)();
         let (project_ref, request) =
             both(ProjectRef::parse("ref", call.path_parameter("ref")), parse_update_body(&call.body, now))?;
@@ -407,7 +414,7 @@ impl<M: ManagementApi> App<M> {
         normalized: Value,
         mut record: AuditRecord,
         audit: &mut Option<AuditRecord>,
-    ) -> Response<Body> {
+    ) -> HttpResponse {
         let decision = if verdict.allowed { "allow" } else { "deny" };
         record.decision = decision;
         record.policy_ids = verdict.policy_ids.clone();
@@ -438,11 +445,8 @@ impl<M: ManagementApi> App<M> {
 /// A deadline that is missing or already past is not a real Lambda deadline:
 /// `cargo lambda watch` sends a relative 600000 ms, which reads as 1970. Then
 /// a minute from now is used, and the call timeouts still bound each call.
-fn lambda_deadline(request: &Request) -> Instant {
-    let left = request
-        .lambda_context_ref()
-        .and_then(|context| context.deadline().duration_since(SystemTime::now()).ok())
-        .unwrap_or(FALLBACK_TIME_LEFT);
+fn lambda_deadline(context: &Context) -> Instant {
+    let left = context.deadline().duration_since(SystemTime::now()).unwrap_or(FALLBACK_TIME_LEFT);
     Instant::now() + left
 }
 
@@ -565,21 +569,19 @@ pub(crate) fn user_role_context(user_id: &str, role: &str, reason: Option<&str>)
 }
 
 /// Passes Supabase's response on and notes its status in the audit record.
-pub(crate) fn passed_on(response: UpstreamResponse, audit: &mut Option<AuditRecord>) -> Response<Body> {
+pub(crate) fn passed_on(response: UpstreamResponse, audit: &mut Option<AuditRecord>) -> HttpResponse {
     if let Some(record) = audit.as_mut() {
         record.upstream_status = Some(response.status);
     }
     json_response(response)
 }
 
-pub(crate) fn json_response(response: UpstreamResponse) -> Response<Body> {
-    let builder = Response::builder().status(response.status);
-    let built = if response.body.is_null() {
-        builder.body(Body::Empty)
+pub(crate) fn json_response(response: UpstreamResponse) -> HttpResponse {
+    if response.body.is_null() {
+        HttpResponse::empty(response.status)
     } else {
-        builder.header(CONTENT_TYPE, "application/json").body(Body::Text(response.body.to_string()))
-    };
-    built.unwrap_or_else(|_| Response::new(Body::Empty))
+        HttpResponse::json(response.status, "application/json", response.body.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -739,7 +741,7 @@ mod tests {
         App::new(Guard::from_defaults().unwrap(), RecordingApi::default(), Duration::from_secs(30)).with_clock(fixed_now)
     }
 
-    fn function_url_event(method: &str, path_and_query: &str, body: Option<&str>) -> Request {
+    fn function_url_event(method: &str, path_and_query: &str, body: Option<&str>) -> LambdaEvent<HttpEvent> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         let parameters: serde_json::Map<String, Value> = query
             .split('&')
@@ -753,14 +755,11 @@ mod tests {
             "requestContext": { "http": { "method": method, "path": path } },
             "body": body, "isBase64Encoded": false
         });
-        lambda_http::request::from_str(&event.to_string()).unwrap()
+        LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default())
     }
 
-    fn body_json(response: &Response<Body>) -> Value {
-        match response.body() {
-            Body::Text(text) => serde_json::from_str(text).unwrap(),
-            _ => Value::Null,
-        }
+    fn body_json(response: &HttpResponse) -> Value {
+        response.body().map_or(Value::Null, |text| serde_json::from_str(text).unwrap())
     }
 
     fn update_body(role: &str, hours: i64, cidr: &str) -> String {
@@ -770,7 +769,7 @@ mod tests {
         )
     }
 
-    async fn update(app: &App<RecordingApi>, body: &str) -> Response<Body> {
+    async fn update(app: &App<RecordingApi>, body: &str) -> HttpResponse {
         let path = format!("/v1/projects/{PROJECT}/database/jit");
         app.handle(Action::UpdateJitAccess, function_url_event("PUT", &path, Some(body))).await
     }
@@ -890,15 +889,13 @@ mod tests {
         let mut context = lambda_runtime::Context::default();
         // cargo lambda watch sends 600000, a relative time that reads as January 1970.
         context.deadline = 600_000;
-        let request = function_url_event("GET", "/v1/projects", None).with_lambda_context(context);
-        let left = lambda_deadline(&request).saturating_duration_since(Instant::now());
+        let left = lambda_deadline(&context).saturating_duration_since(Instant::now());
         assert!(left > Duration::from_secs(59), "{left:?}");
 
         let mut context = lambda_runtime::Context::default();
         let in_five_seconds = SystemTime::now() + Duration::from_secs(5);
         context.deadline = in_five_seconds.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
-        let request = function_url_event("GET", "/v1/projects", None).with_lambda_context(context);
-        let left = lambda_deadline(&request).saturating_duration_since(Instant::now());
+        let left = lambda_deadline(&context).saturating_duration_since(Instant::now());
         assert!(left <= Duration::from_secs(5), "{left:?}");
         assert!(left > Duration::from_secs(3), "{left:?}");
     }

@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::error::{Error, FieldError};
+use crate::event::{HttpEvent, PayloadVersion, RequestContext};
 
 /// Largest request body accepted, in bytes. A full update with the maximum
 /// roles and networks stays well under it.
@@ -71,41 +72,41 @@ impl Call {
     }
 }
 
-/// Reads the route's parameters, body and caller from `request`.
-pub fn read_call(request: &Request, route: Route) -> Result<Call, Error> {
-    let method = request.method().as_str();
-    let path = request.raw_http_path();
+/// Reads the route's parameters, body and caller from `event`. `request_id`
+/// is the Lambda request id.
+pub fn read_call(event: HttpEvent, route: Route, request_id: Option<String>) -> Result<Call, Error> {
+    let Some(version) = event.version() else {
+        return Err(Error::NotHttpEvent);
+    };
+    let method = event.method();
+    let path = event.path();
     if method != route.method {
         return Err(Error::RouteNotFound { method: method.to_owned(), path: path.to_owned() });
     }
-    let path_parameters = path_parameters(request, route, path)
+    let path_parameters = path_parameters(&event, route, path)
         .ok_or_else(|| Error::RouteNotFound { method: method.to_owned(), path: path.to_owned() })?;
+    let dry_run = dry_run(&event, route)?;
+    let (caller, api_request_id) = caller_and_request_id(version, &event.request_context);
+    let signature = event.signature().map(str::to_owned);
 
-    let body = match request.body() {
-        Body::Empty => Vec::new(),
-        Body::Text(text) => text.as_bytes().to_vec(),
-        Body::Binary(bytes) => bytes.clone(),
-        _ => Vec::new(),
+    let base64 = event.is_base64_encoded.unwrap_or(false);
+    let body = match event.body {
+        None => Vec::new(),
+        Some(text) if !base64 => text.into_bytes(),
+        Some(text) => BASE64.decode(text.trim()).map_err(|_| {
+            Error::InvalidRequest(vec![FieldError::new("body", "is marked base64-encoded but is not base64; send the JSON body as text")])
+        })?,
     };
     if body.len() > MAX_BODY_BYTES {
         return Err(Error::PayloadTooLarge { size: body.len(), limit: MAX_BODY_BYTES });
     }
-
-    let dry_run = dry_run(request, route)?;
-    let (caller, api_request_id) = caller_and_request_id(request.request_context_ref());
-    let request_id = request.lambda_context_ref().map(|context| context.request_id.clone());
-    let signature = request
-        .headers()
-        .get(crate::signature::SIGNATURE_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
     Ok(Call { path_parameters, body, caller, request_id, api_request_id, dry_run, signature })
 }
 
 /// Reads `?dry_run=`, which only mutating routes accept.
-fn dry_run(request: &Request, route: Route) -> Result<bool, Error> {
+fn dry_run(event: &HttpEvent, route: Route) -> Result<bool, Error> {
     let invalid = |message: &str| Error::InvalidRequest(vec![FieldError::new("dry_run", message)]);
-    let Some(value) = request.query_string_parameters_ref().and_then(|query| query.first("dry_run")) else {
+    let Some(value) = event.query_parameter("dry_run") else {
         return Ok(false);
     };
     match value {
@@ -116,16 +117,16 @@ fn dry_run(request: &Request, route: Route) -> Result<bool, Error> {
     }
 }
 
-fn path_parameters(request: &Request, route: Route, path: &str) -> Option<HashMap<String, String>> {
+fn path_parameters(event: &HttpEvent, route: Route, path: &str) -> Option<HashMap<String, String>> {
     let names: Vec<&str> = route
         .template
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{').and_then(|rest| rest.strip_suffix('}')))
         .collect();
-    if let Some(given) = request.path_parameters_ref()
-        && names.iter().all(|name| given.first(name).is_some())
+    if let Some(given) = &event.path_parameters
+        && names.iter().all(|name| given.contains_key(*name))
     {
-        return Some(names.iter().map(|name| (name.to_string(), given.first(name).unwrap_or("").to_owned())).collect());
+        return Some(names.iter().map(|name| (name.to_string(), given[*name].clone())).collect());
     }
     match_template(route.template, path)
 }
@@ -155,38 +156,37 @@ pub fn match_template(template: &str, path: &str) -> Option<HashMap<String, Stri
 
 /// Derives the caller from the request context: an IAM ARN first, then a
 /// Lambda authorizer's principal, a JWT subject, an API key id, else `anonymous`.
-fn caller_and_request_id(context: Option<&RequestContext>) -> (Caller, Option<String>) {
-    let mut caller = None;
-    let mut request_id = None;
-    match context {
-        Some(RequestContext::ApiGatewayV1(context)) => {
-            request_id = context.request_id.clone();
-            // REST events keep the authorizer's output as a flat map.
-            let authorizer = &context.authorizer.fields;
-            let authorizer_principal = authorizer.get("principalId").and_then(|value| value.as_str());
-            // A Cognito user pool authorizer puts the token's claims under `claims`.
-            let jwt_subject = authorizer.get("claims").and_then(|claims| claims.get("sub")).and_then(|sub| sub.as_str());
-            caller = non_empty(context.identity.user_arn.clone())
+fn caller_and_request_id(version: PayloadVersion, context: &RequestContext) -> (Caller, Option<String>) {
+    let authorizer = context.authorizer.as_ref();
+    let caller = match version {
+        PayloadVersion::V1 => {
+            let identity = context.identity.as_ref();
+            // REST events keep the authorizer's output flat, and a Cognito
+            // user pool authorizer puts the token's claims under `claims`.
+            let authorizer_principal = authorizer.and_then(|authorizer| authorizer.principal_id.0.clone());
+            let jwt_subject = authorizer.and_then(|authorizer| authorizer.claims.as_ref()).and_then(|claims| claims.sub.0.clone());
+            non_empty(identity.and_then(|identity| identity.user_arn.clone()))
                 .or_else(|| authorizer_principal.map(|principal| format!("authorizer:{principal}")))
                 .or_else(|| jwt_subject.map(|subject| format!("jwt:{subject}")))
-                .or_else(|| non_empty(context.identity.api_key_id.clone()).map(|key| format!("api-key:{key}")));
+                .or_else(|| non_empty(identity.and_then(|identity| identity.api_key_id.clone())).map(|key| format!("api-key:{key}")))
         }
-        Some(RequestContext::ApiGatewayV2(context)) => {
-            request_id = context.request_id.clone();
-            if let Some(authorizer) = &context.authorizer {
-                let iam = authorizer.iam.as_ref().and_then(|iam| non_empty(iam.user_arn.clone()));
-                let lambda_principal = authorizer
-                    .fields
-                    .get("principalId")
-                    .and_then(|value| value.as_str())
-                    .map(|principal| format!("authorizer:{principal}"));
-                let jwt = authorizer.jwt.as_ref().and_then(|jwt| jwt.claims.get("sub")).map(|sub| format!("jwt:{sub}"));
-                caller = iam.or(lambda_principal).or(jwt);
-            }
-        }
-        _ => {}
-    }
-    (Caller(caller.unwrap_or_else(|| Caller::ANONYMOUS.to_owned())), request_id)
+        PayloadVersion::V2 => authorizer.and_then(|authorizer| {
+            let iam = non_empty(authorizer.iam.as_ref().and_then(|iam| iam.user_arn.clone()));
+            let lambda_principal = authorizer
+                .lambda
+                .as_ref()
+                .and_then(|lambda| lambda.principal_id.0.clone())
+                .map(|principal| format!("authorizer:{principal}"));
+            let jwt = authorizer
+                .jwt
+                .as_ref()
+                .and_then(|jwt| jwt.claims.as_ref())
+                .and_then(|claims| claims.sub.0.clone())
+                .map(|sub| format!("jwt:{sub}"));
+            iam.or(lambda_principal).or(jwt)
+        }),
+    };
+    (Caller(caller.unwrap_or_else(|| Caller::ANONYMOUS.to_owned())), context.request_id.clone())
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -215,9 +215,43 @@ mod tests {
     }
 
     fn event_caller(event: serde_json::Value) -> (String, Option<String>) {
-        let request = lambda_http::request::from_str(&event.to_string()).unwrap();
-        let (caller, request_id) = caller_and_request_id(request.request_context_ref());
+        let event: HttpEvent = serde_json::from_value(event).unwrap();
+        let (caller, request_id) = caller_and_request_id(event.version().unwrap(), &event.request_context);
         (caller.0, request_id)
+    }
+
+    fn read(event: serde_json::Value) -> Result<Call, Error> {
+        read_call(serde_json::from_value(event).unwrap(), REVOKE, Some("lambda-1".into()))
+    }
+
+    #[test]
+    fn base64_body_is_decoded() {
+        let call = read(serde_json::json!({
+            "httpMethod": "DELETE", "path": "/v1/projects/abc/database/jit/u-1",
+            "body": "eyJhIjoxfQ==", "isBase64Encoded": true
+        }))
+        .unwrap();
+        assert_eq!(call.body, br#"{"a":1}"#);
+        assert_eq!(call.request_id.as_deref(), Some("lambda-1"));
+        assert_eq!(call.path_parameter("user_id"), "u-1");
+    }
+
+    #[test]
+    fn invalid_base64_body_names_the_field() {
+        let error = read(serde_json::json!({
+            "httpMethod": "DELETE", "path": "/v1/projects/abc/database/jit/u-1",
+            "body": "not base64!", "isBase64Encoded": true
+        }))
+        .unwrap_err();
+        let Error::InvalidRequest(fields) = error else { panic!("expected an invalid request, got {error:?}") };
+        assert_eq!(fields[0].field, "body");
+    }
+
+    #[test]
+    fn non_http_event_is_rejected() {
+        let error = read(serde_json::json!({"source": "aws.events", "detail": {}})).unwrap_err();
+        assert!(matches!(error, Error::NotHttpEvent), "{error:?}");
+        assert_eq!(error.status(), 400);
     }
 
     #[test]

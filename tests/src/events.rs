@@ -723,6 +723,118 @@ mod tests {
             .caller(caller)
     }
 
+    /// The caller as the bundle derived it from lambda_http's request context
+    /// before it decoded events itself: the reference for the comparison below.
+    fn lambda_http_caller(request: &lambda_http::Request) -> (String, Option<String>) {
+        let non_empty = |value: Option<String>| value.filter(|text| !text.is_empty());
+        match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(context)) => {
+                let authorizer = &context.authorizer.fields;
+                let principal = authorizer.get("principalId").and_then(|value| value.as_str());
+                let subject = authorizer.get("claims").and_then(|claims| claims.get("sub")).and_then(|sub| sub.as_str());
+                let caller = non_empty(context.identity.user_arn.clone())
+                    .or_else(|| principal.map(|principal| format!("authorizer:{principal}")))
+                    .or_else(|| subject.map(|subject| format!("jwt:{subject}")))
+                    .or_else(|| non_empty(context.identity.api_key_id.clone()).map(|key| format!("api-key:{key}")));
+                (caller.unwrap_or_else(|| "anonymous".to_owned()), context.request_id.clone())
+            }
+            Some(RequestContext::ApiGatewayV2(context)) => {
+                let caller = context.authorizer.as_ref().and_then(|authorizer| {
+                    let iam = authorizer.iam.as_ref().and_then(|iam| non_empty(iam.user_arn.clone()));
+                    let principal = authorizer
+                        .fields
+                        .get("principalId")
+                        .and_then(|value| value.as_str())
+                        .map(|principal| format!("authorizer:{principal}"));
+                    let jwt = authorizer.jwt.as_ref().and_then(|jwt| jwt.claims.get("sub")).map(|sub| format!("jwt:{sub}"));
+                    iam.or(principal).or(jwt)
+                });
+                (caller.unwrap_or_else(|| "anonymous".to_owned()), context.request_id.clone())
+            }
+            other => panic!("not an API Gateway context: {other:?}"),
+        }
+    }
+
+    /// The bundle decodes only the fields it reads; on every kind of event
+    /// and caller, it must read what lambda_http reads from the whole event.
+    #[test]
+    fn the_bundle_reads_what_lambda_http_reads() {
+        use jit_guard::event::HttpEvent;
+        use jit_guard::request::{Route, read_call};
+
+        let route = Route { method: "POST", template: "/v1/projects/{ref}/database/jit", mutating: true };
+        let callers = [
+            Caller::Anonymous,
+            Caller::IamUser(IAM_ARN.to_owned()),
+            Caller::IamUser("arn:aws:sts::210987654321:assumed-role/JitOperator/alice".to_owned()),
+            Caller::ApiKey("k7yq2w1abc".to_owned()),
+            Caller::JwtSubject("sub-123".to_owned()),
+            Caller::LambdaAuthorizerPrincipal("principal-9".to_owned()),
+        ];
+        let mut compared = 0;
+        for caller in callers {
+            for (dry_run, signature, base64) in
+                [(None, None, false), (Some("true"), Some("t=1,v1=ab"), true), (Some("false"), Some("t=2,v1=cd"), false)]
+            {
+                let mut spec = full_spec(caller.clone()).base64(base64);
+                if let Some(value) = dry_run {
+                    spec = spec.query_parameter("dry_run", value);
+                }
+                if let Some(value) = signature {
+                    spec = spec.header("Persona-Signature", value);
+                }
+                let mut events = vec![rest_v1(&spec)];
+                if caller != Caller::ApiKey("k7yq2w1abc".to_owned()) {
+                    events.push(http_v2(&spec));
+                }
+                if matches!(caller, Caller::Anonymous | Caller::IamUser(_)) {
+                    events.push(function_url(&spec));
+                }
+                // `cargo lambda watch` sends payload 2.0 events with a top-level `httpMethod` too.
+                let mut watch = function_url(&EventSpec { caller: Caller::Anonymous, ..spec.clone() });
+                watch["httpMethod"] = json!(spec.method);
+                events.push(watch);
+                for event in events {
+                    let reference = parse(&event);
+                    let call = read_call(serde_json::from_value::<HttpEvent>(event.clone()).unwrap(), route, None)
+                        .unwrap_or_else(|error| panic!("{error}: {event:#}"));
+                    let (caller, api_request_id) = lambda_http_caller(&reference);
+                    assert_eq!(call.caller.as_str(), caller, "{event:#}");
+                    assert_eq!(call.api_request_id, api_request_id);
+                    assert_eq!(call.path_parameter("ref"), PROJECT_REF);
+                    assert_eq!(String::from_utf8(call.body.clone()).unwrap(), body_text(&reference));
+                    let reference_dry_run = reference.query_string_parameters_ref().and_then(|query| query.first("dry_run"));
+                    assert_eq!(call.dry_run, reference_dry_run == Some("true"));
+                    let reference_signature = reference.headers().get("persona-signature").map(|value| value.to_str().unwrap());
+                    assert_eq!(call.signature.as_deref(), reference_signature);
+                    assert_eq!(call.signature.as_deref(), signature);
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 3 * (6 + 5 + 3 + 6));
+    }
+
+    /// API Gateway and `cargo lambda watch` read the bundle's responses as
+    /// these types (aws_lambda_events, the library lambda_http builds on).
+    #[test]
+    fn responses_decode_as_the_front_doors_read_them() {
+        use jit_guard::event::{HttpResponse, PayloadVersion};
+        use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
+
+        let response = HttpResponse::json(429, "application/problem+json", r#"{"code":"x"}"#.into())
+            .with_header("retry-after", "17".into());
+        let rest = serde_json::to_value(response.clone().for_payload(Some(PayloadVersion::V1))).unwrap();
+        let rest: ApiGatewayProxyResponse = serde_json::from_value(rest).unwrap();
+        assert_eq!(rest.status_code, 429);
+        assert_eq!(rest.headers["retry-after"], "17");
+
+        let v2 = serde_json::to_value(response.for_payload(Some(PayloadVersion::V2))).unwrap();
+        let http_api: ApiGatewayV2httpResponse = serde_json::from_value(v2).unwrap();
+        assert_eq!(http_api.headers["content-type"], "application/problem+json");
+        assert_eq!(http_api.body, Some(lambda_http::Body::Text(r#"{"code":"x"}"#.into())));
+    }
+
     #[test]
     fn rest_v1_parses_to_given_request() {
         for caller in [

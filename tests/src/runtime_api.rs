@@ -41,7 +41,7 @@ const SHOW_LOGS_ENV: &str = "JIT_GUARD_SHOW_FUNCTION_LOGS";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The function's response. For a buffered response this is the JSON it posted
-    /// (for lambda_http, an API Gateway proxy response `{statusCode, headers, body, isBase64Encoded}`).
+    /// (for an HTTP function, an API Gateway proxy response `{statusCode, headers, body, isBase64Encoded}`).
     /// A streamed HTTP response is reassembled into the same shape, plus `cookies`.
     Response(Value),
     /// The function reported an error: the posted body (`{errorType, errorMessage}`),

@@ -758,7 +758,7 @@ fn print_report(
         );
     }
     println!();
-    println!("Warm figures beside the forwarding floor: `forward-function`, on the functions' runtime and libraries (a current-thread runtime, lambda_http, reqwest, mimalloc), sends the same upstream call with no validation, policy, logging or timeouts. What the guard adds is the function's p50 minus the floor's. The floor applies to the operations that are one upstream call; the others make several, and the direct side makes the same calls in the same order.");
+    println!("Warm figures beside the forwarding floor: `forward-function`, on the functions' runtime and libraries (a current-thread runtime, lambda_runtime with the bundle's event types, reqwest, mimalloc), sends the same upstream call with no validation, policy, logging or timeouts. What the guard adds is the function's p50 minus the floor's. The floor applies to the operations that are one upstream call; the others make several, and the direct side makes the same calls in the same order.");
     println!();
     println!("| function | upstream calls (invocations with another count) | p50 ratio | floor p50 ratio | guard adds at p50 µs | p99 ratio | floor p99 ratio | CPU µs per warm call | floor CPU µs per warm call | p50 / p99 ratio, queued to outcome |");
     println!("|---|---|---|---|---|---|---|---|---|---|");

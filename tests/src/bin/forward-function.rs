@@ -4,14 +4,16 @@
 //!
 //! The benchmark runs it beside the real functions as a floor. It uses the
 //! same runtime, event handling, HTTP library and allocator as they do (a
-//! current-thread Tokio runtime, lambda_http, reqwest, mimalloc), so what a
+//! current-thread Tokio runtime, lambda_runtime with the bundle's event and
+//! response types, reqwest, mimalloc), so what a
 //! real function takes beyond it is what the guard adds. Unlike them, it
 //! sets up no logging and forwards no query string.
 //!
 //! Environment: `FORWARD_UPSTREAM_URL` (for example `http://127.0.0.1:8787`)
 //! and `FORWARD_TOKEN`, sent as `Authorization: Bearer <token>`.
 
-use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
+use jit_guard::event::{HttpEvent, HttpResponse};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 struct Upstream {
     client: reqwest::Client,
@@ -19,14 +21,13 @@ struct Upstream {
     token: String,
 }
 
-async fn forward(upstream: &Upstream, request: Request) -> Response<Body> {
-    // The raw path is the resource path, without the stage that lambda_http
-    // puts before REST API paths.
-    let url = format!("{}{}", upstream.base, request.raw_http_path());
-    let mut call = upstream.client.request(request.method().clone(), url).bearer_auth(&upstream.token);
-    let body = request.body().as_ref();
-    if !body.is_empty() {
-        call = call.header("content-type", "application/json").body(body.to_vec());
+async fn forward(upstream: &Upstream, event: HttpEvent) -> HttpResponse {
+    // The path of a REST API event leaves out the stage.
+    let url = format!("{}{}", upstream.base, event.path());
+    let method = reqwest::Method::from_bytes(event.method().as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut call = upstream.client.request(method, url).bearer_auth(&upstream.token);
+    if let Some(body) = event.body.filter(|body| !body.is_empty()) {
+        call = call.header("content-type", "application/json").body(body);
     }
     let (status, text) = match call.send().await {
         Ok(response) => {
@@ -38,9 +39,7 @@ async fn forward(upstream: &Upstream, request: Request) -> Response<Body> {
         }
         Err(error) => (502, format!("the upstream call failed: {error}")),
     };
-    let mut response = Response::new(Body::Text(text));
-    *response.status_mut() = lambda_http::http::StatusCode::from_u16(status).unwrap_or(lambda_http::http::StatusCode::BAD_GATEWAY);
-    response
+    HttpResponse::json(status, "application/json", text)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,5 +51,8 @@ async fn main() -> Result<(), Error> {
         base: base.trim_end_matches('/').to_owned(),
         token,
     }));
-    lambda_http::run(service_fn(move |request| async move { Ok::<_, Error>(forward(upstream, request).await) })).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<HttpEvent>| async move {
+        Ok::<_, Error>(forward(upstream, event.payload).await)
+    }))
+    .await
 }
