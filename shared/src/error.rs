@@ -44,10 +44,6 @@ pub enum Error {
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
 
-    /// The event is not an API Gateway or function URL request.
-    #[error("the event is not an HTTP request")]
-    NotHttpEvent,
-
     #[error("access denied by policy")]
     PolicyDenied { action: &'static str, denials: Vec<Denial> },
 
@@ -82,7 +78,6 @@ impl Error {
             Error::InvalidRequest(_) => "invalid_request",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RouteNotFound { .. } => "route_not_found",
-            Error::NotHttpEvent => "not_http_event",
             Error::PolicyDenied { .. } => "policy_denied",
             Error::JitAccessNotGranted => "jit_access_not_granted",
             Error::Upstream(upstream) => upstream.code(),
@@ -99,7 +94,6 @@ impl Error {
             Error::InvalidRequest(_) => 400,
             Error::PayloadTooLarge { .. } => 413,
             Error::RouteNotFound { .. } => 404,
-            Error::NotHttpEvent => 400,
             Error::PolicyDenied { .. } => 403,
             Error::JitAccessNotGranted => 403,
             Error::Upstream(upstream) => upstream.status(),
@@ -116,7 +110,6 @@ impl Error {
             Error::InvalidRequest(_) => "Invalid request",
             Error::PayloadTooLarge { .. } => "Request body too large",
             Error::RouteNotFound { .. } => "Route not found",
-            Error::NotHttpEvent => "Not an HTTP request",
             Error::PolicyDenied { .. } => "Denied by policy",
             Error::JitAccessNotGranted => "JIT access not granted",
             Error::Upstream(upstream) => upstream.title(),
@@ -140,9 +133,6 @@ impl Error {
             Error::RouteNotFound { method, path } => {
                 format!("This function does not serve {method} {path}. Check the method and the path.")
             }
-            Error::NotHttpEvent => "This function serves API Gateway (REST API or HTTP API) and Lambda function URL requests; \
-                invoke it through one of them, with an event that has `httpMethod` or `requestContext.http.method`."
-                .to_owned(),
             Error::PolicyDenied { action, .. } => {
                 format!("The guardrail policies deny {action} for this request; see `denials` for each reason.")
             }

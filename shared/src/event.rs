@@ -266,7 +266,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
     }
 }
 
-/// Which front door sent the event, told apart by its shape.
+/// The front door that sent the event, recognized by the event's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadVersion {
     /// API Gateway REST API, payload 1.0: `httpMethod` at the top.
@@ -342,12 +342,12 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    /// A response with a JSON body of the given media type.
+    /// Builds a response with a JSON body of the given media type.
     pub fn json(status: u16, content_type: &'static str, body: String) -> Self {
         Self { status, headers: vec![("content-type", content_type.to_owned())], body: Some(body), cookies: false }
     }
 
-    /// A response without a body.
+    /// Builds a response without a body.
     pub fn empty(status: u16) -> Self {
         Self { status, headers: Vec::new(), body: None, cookies: false }
     }
@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(event.version(), Some(PayloadVersion::V1));
         assert_eq!(event.method(), "PUT");
         assert_eq!(event.path(), "/v1/projects/abc");
-        // Every value of a repeated name is kept in 1.0; the first is read.
+        // Payload 1.0 keeps every value of a repeated name, and the first is read.
         assert_eq!(event.query_parameter("dry_run"), Some("true"));
         assert_eq!(event.signature(), Some("t=1,v1=ab"));
         assert_eq!(event.request_context.request_id.as_deref(), Some("gw-1"));
@@ -455,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn nulls_and_odd_values_do_not_fail_the_event() {
+    fn nulls_and_odd_values_accepted() {
         let event = event(json!({
             "httpMethod": "GET", "path": "/v1/projects", "headers": null, "multiValueHeaders": {"X-A": ["1", null]},
             "pathParameters": null, "queryStringParameters": null, "body": null, "isBase64Encoded": null,

@@ -76,7 +76,8 @@ impl Call {
 /// is the Lambda request id.
 pub fn read_call(event: HttpEvent, route: Route, request_id: Option<String>) -> Result<Call, Error> {
     let Some(version) = event.version() else {
-        return Err(Error::NotHttpEvent);
+        let message = "is missing, and so is requestContext.http.method: invoke this function through API Gateway or a function URL";
+        return Err(Error::InvalidRequest(vec![FieldError::new("httpMethod", message)]));
     };
     let method = event.method();
     let path = event.path();
@@ -94,7 +95,7 @@ pub fn read_call(event: HttpEvent, route: Route, request_id: Option<String>) -> 
         None => Vec::new(),
         Some(text) if !base64 => text.into_bytes(),
         Some(text) => BASE64.decode(text.trim()).map_err(|_| {
-            Error::InvalidRequest(vec![FieldError::new("body", "is marked base64-encoded but is not base64; send the JSON body as text")])
+            Error::InvalidRequest(vec![FieldError::new("body", "is invalid base64 although isBase64Encoded is true: send the JSON body as text")])
         })?,
     };
     if body.len() > MAX_BODY_BYTES {
@@ -250,8 +251,8 @@ mod tests {
     #[test]
     fn non_http_event_is_rejected() {
         let error = read(serde_json::json!({"source": "aws.events", "detail": {}})).unwrap_err();
-        assert!(matches!(error, Error::NotHttpEvent), "{error:?}");
-        assert_eq!(error.status(), 400);
+        let Error::InvalidRequest(fields) = error else { panic!("expected an invalid request, got {error:?}") };
+        assert_eq!(fields[0].field, "httpMethod");
     }
 
     #[test]

@@ -723,7 +723,7 @@ mod tests {
             .caller(caller)
     }
 
-    /// The caller as the bundle derived it from lambda_http's request context
+    /// Derives the caller from lambda_http's request context, as the bundle did
     /// before it decoded events itself: the reference for the comparison below.
     fn lambda_http_caller(request: &lambda_http::Request) -> (String, Option<String>) {
         let non_empty = |value: Option<String>| value.filter(|text| !text.is_empty());
@@ -755,10 +755,10 @@ mod tests {
         }
     }
 
-    /// The bundle decodes only the fields it reads; on every kind of event
+    /// The bundle decodes only the fields it reads. On every kind of event
     /// and caller, it must read what lambda_http reads from the whole event.
     #[test]
-    fn the_bundle_reads_what_lambda_http_reads() {
+    fn event_decoding_matches_lambda_http() {
         use jit_guard::event::HttpEvent;
         use jit_guard::request::{Route, read_call};
 
@@ -815,10 +815,10 @@ mod tests {
         assert_eq!(compared, 3 * (6 + 5 + 3 + 6));
     }
 
-    /// API Gateway and `cargo lambda watch` read the bundle's responses as
-    /// these types (aws_lambda_events, the library lambda_http builds on).
+    /// `cargo lambda watch` reads a function's response as aws_lambda_events'
+    /// `ApiGatewayV2httpResponse`. These types follow API Gateway's response shapes.
     #[test]
-    fn responses_decode_as_the_front_doors_read_them() {
+    fn responses_decode_as_aws_types() {
         use jit_guard::event::{HttpResponse, PayloadVersion};
         use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
 
