@@ -108,63 +108,10 @@ pub struct Text(pub Option<String>);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TextVisitor)
-    }
-}
-
-struct TextVisitor;
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = Text;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("any JSON value")
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Text, E> {
-        Ok(Text(Some(value.to_owned())))
-    }
-
-    fn visit_string<E: de::Error>(self, value: String) -> Result<Text, E> {
-        Ok(Text(Some(value)))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Text, E> {
-        Ok(Text(None))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Text, D::Error> {
-        deserializer.deserialize_any(TextVisitor)
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Text(None))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Text(None))
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Ok(Text(Some(text))),
+            _ => Ok(Text(None)),
+        }
     }
 }
 
@@ -309,13 +256,14 @@ impl HttpEvent {
 
     /// Returns the first value of a query parameter, as the front door decoded it.
     pub fn query_parameter(&self, name: &str) -> Option<&str> {
-        if self.version() == Some(PayloadVersion::V1)
+        let version = self.version();
+        if version == Some(PayloadVersion::V1)
             && let Some(values) = self.multi_value_query_string_parameters.as_ref().and_then(|query| query.get(name))
         {
             return values.first().map(String::as_str);
         }
         let value = self.query_string_parameters.as_ref()?.get(name)?;
-        match self.version() {
+        match version {
             // Payload 2.0 joins the values of a repeated name with commas.
             Some(PayloadVersion::V2) => value.split(',').next(),
             _ => Some(value.as_str()),
