@@ -249,7 +249,7 @@ impl SupabaseClient {
             .timeout(settings.request_timeout)
             .user_agent(concat!("supabase-jit-guard/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
-            .tls_certs_only(crate::tls::reqwest_roots())
+            .tls_backend_preconfigured(crate::tls::client_config())
             .build()?;
         let base_url = settings.base_url.clone();
         let base_path = base_url.path().trim_end_matches('/').to_owned();
