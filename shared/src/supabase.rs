@@ -243,7 +243,6 @@ pub struct SupabaseClient {
 
 impl SupabaseClient {
     pub fn new(settings: &ClientSettings, tokens: TokenProvider) -> Result<Self, reqwest::Error> {
-        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)

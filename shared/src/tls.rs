@@ -2,7 +2,7 @@
 //! both on reqwest with one rustls configuration.
 //!
 //! Both trust the Mozilla root program's certificates compiled into the
-//! binary (the `webpki-roots` crate), as trust anchors already taken apart
+//! binary (the `webpki-roots` crate), as trust anchors already parsed
 //! into subject and key, instead of reading the system's certificate files.
 //! Reading and parsing those files took several milliseconds of every cold
 //! start, once per client. Whole certificates compiled in still had to be
@@ -28,7 +28,9 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::Response as SdkResponse;
 use aws_smithy_types::body::SdkBody;
 
-/// Makes ring the process's rustls crypto provider. Calling it again is harmless.
+/// Makes ring the process's rustls crypto provider, which a reqwest client
+/// built without [`client_config`] needs (the tests' own clients). Calling it
+/// again is harmless.
 pub fn install_crypto_provider() {
     // An error means a provider is installed already, which is what is needed.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -70,7 +72,7 @@ impl HttpClient for ReqwestHttpClient {
 
 #[derive(Debug, Clone)]
 struct ReqwestConnector {
-    /// `None` when the client could not be built; every call then fails as a connector error.
+    /// `None` when the client failed to build. Every call then fails as a connector error.
     client: Option<reqwest::Client>,
     read_timeout: Option<Duration>,
 }
@@ -85,22 +87,13 @@ impl ReqwestConnector {
         }
         let client = builder
             .build()
-            .inspect_err(|error| tracing::error!(error = %error, "cannot build the AWS SDK's HTTP client"))
+            .inspect_err(|error| tracing::error!(error = %error, "building the AWS SDK's HTTP client failed, so every Secrets Manager read fails"))
             .ok();
         Self { client, read_timeout: settings.read_timeout() }
     }
-}
 
-impl HttpConnector for ReqwestConnector {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let connector = self.clone();
-        HttpConnectorFuture::new(async move { connector.send(request).await })
-    }
-}
-
-impl ReqwestConnector {
     async fn send(self, request: HttpRequest) -> Result<SdkResponse<SdkBody>, ConnectorError> {
-        let client = self.client.ok_or_else(|| ConnectorError::other("the HTTP client could not be built".into(), None))?;
+        let client = self.client.ok_or_else(|| ConnectorError::other("the HTTP client failed to build; see the init log".into(), None))?;
         let (parts, body) = request.try_into_http1x().map_err(|error| ConnectorError::user(error.into()))?.into_parts();
         // The SDK's requests here (GetSecretValue) carry their JSON in memory.
         let body = body
@@ -109,6 +102,8 @@ impl ReqwestConnector {
             .ok_or_else(|| ConnectorError::user("streaming request bodies are not supported".into()))?;
         let mut request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
             .map_err(|error| ConnectorError::user(error.into()))?;
+        // NOTE: reqwest bounds the whole request with this, connecting and
+        // sending included, which is stricter than the SDK's read timeout.
         *request.timeout_mut() = self.read_timeout;
 
         let response = client.execute(request).await.map_err(connector_error)?;
@@ -119,6 +114,13 @@ impl ReqwestConnector {
         let bytes = response.bytes().await.map_err(connector_error)?;
         let converted = converted.body(SdkBody::from(bytes)).map_err(|error| ConnectorError::other(error.into(), None))?;
         SdkResponse::try_from(converted).map_err(|error| ConnectorError::other(error.into(), None))
+    }
+}
+
+impl HttpConnector for ReqwestConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let connector = self.clone();
+        HttpConnectorFuture::new(async move { connector.send(request).await })
     }
 }
 
@@ -148,9 +150,8 @@ mod tests {
     }
 
     #[test]
-    fn reqwest_takes_the_configuration() {
+    fn reqwest_accepts_the_config() {
         // reqwest turns a configuration of another rustls version into a build error.
-        install_crypto_provider();
         assert!(reqwest::Client::builder().tls_backend_preconfigured(client_config()).build().is_ok());
     }
 }

@@ -17,8 +17,8 @@ pub mod stand_in;
 pub mod workload;
 
 /// Returns a reqwest client for test traffic. The workspace builds reqwest without
-/// a built-in crypto provider (the functions install ring), so the provider
-/// is installed here before the first client is built.
+/// a built-in crypto provider (the functions pass reqwest a rustls configuration
+/// with ring), so the provider is installed here before the first client is built.
 pub fn http_client() -> reqwest::Client {
     http_client_builder().build().expect("a plain reqwest client always builds")
 }
